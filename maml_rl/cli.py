@@ -1,0 +1,66 @@
+"""Command-line front end of ``scripts/train.py``: parse, validate, run; never a traceback for
+a user's mistake (exit status 2 and one line naming the key, the value and what is allowed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from maml_rl.config import Config, ConfigError, load_config
+
+USAGE = "train.py CONFIG [section.key=value ...] [--run-dir DIR] [--resume RUN_DIR]"
+
+
+def parse_train_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]:
+    """Return the validated config, the run directory and whether to resume."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", usage=USAGE,
+        description="Meta-train with MAML. Any config key can be overridden as section.key=value.",
+    )
+    parser.add_argument("args", nargs="*", help="CONFIG.yaml, then section.key=value overrides")
+    parser.add_argument("--run-dir", type=Path, help="where to write the run (default: "
+                        "logging.run_root/<env>-<time>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its checkpoint")
+    ns = parser.parse_intermixed_args(argv)
+    positional = list(ns.args)
+    config_path = positional.pop(0) if positional and "=" not in positional[0] else None
+    if ns.resume is not None:
+        if config_path is not None:
+            raise ConfigError(f"give CONFIG or --resume, not both (got '{config_path}' and "
+                              f"--resume {ns.resume}); overrides are allowed with --resume")
+        if not (ns.resume / "config.yaml").is_file():
+            raise ConfigError(f"--resume: '{ns.resume}' is not a run directory "
+                              "(no config.yaml in it)")
+        if not (ns.resume / "checkpoint.pt").is_file():
+            raise ConfigError(f"--resume: '{ns.resume}' has no checkpoint.pt to resume from")
+        return load_config(ns.resume / "config.yaml", positional), ns.resume, True
+    if config_path is None:
+        raise ConfigError(f"missing CONFIG file; usage: {USAGE}")
+    config = load_config(config_path, positional)
+    run_dir = ns.run_dir or default_run_dir(config, Path(config_path).stem)
+    return config, run_dir, False
+
+
+def default_run_dir(config: Config, name: str) -> Path:
+    return Path(config.logging.run_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/train.py``; returns the exit status."""
+    from maml_rl.trainer import Trainer
+
+    try:
+        config, run_dir, resume = parse_train_args(argv)
+        config.resolve_device()
+        trainer = Trainer(config, run_dir, resume=resume)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    result = trainer.train()
+    if result.message:
+        print(result.message, file=sys.stderr)
+    return {"completed": 0, "interrupted": 130, "non-finite": 1}[result.status]

@@ -1,0 +1,412 @@
+"""Typed experiment configuration: one dataclass per YAML section, one field per key.
+
+A config is read from YAML with ``yaml.safe_load``, overridden from the command line with
+``section.key=value`` (values parsed as YAML), validated field by field, and then completed by
+:meth:`Config.resolve`, the one place where derived values are computed. Every mistake raises a
+:class:`ConfigError` whose message is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message is one line fit for a user."""
+
+
+def _range(**bounds: float) -> dict[str, Any]:
+    """Field metadata: ``gt``, ``ge``, ``le`` bounds checked at validation."""
+    return {"bounds": bounds}
+
+
+@dataclass
+class EnvConfig:
+    """The task family."""
+
+    id: str = "maml/Sinusoid-v0"
+    """Registered Gymnasium id of the task family (``maml/...`` or a user's own)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the environment constructor."""
+    module: str = ""
+    """Python module imported before the env is made (registers a user's own family)."""
+
+
+@dataclass
+class PolicyConfig:
+    """The policy (RL) or model (supervised): a plain ``torch.nn.Module``."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
+    """Widths of the hidden layers of the MLP."""
+    nonlinearity: Literal["relu", "tanh"] = "relu"
+    """Activation between hidden layers."""
+    init_std: float = field(default=1.0, metadata=_range(gt=0))
+    """Initial standard deviation of a Gaussian policy (its log is learned, state-independent)."""
+
+
+@dataclass
+class InnerConfig:
+    """The inner loop: adaptation by gradient steps, MAML paper Eq. (1)."""
+
+    lr: float | list[float] = 0.1
+    """Inner step size alpha; a list gives one per step, its last entry repeating (0.1, 0.05)."""
+    steps: int = field(default=1, metadata=_range(ge=1))
+    """Number of inner gradient steps during meta-training."""
+    first_order: bool = False
+    """Drop the second-order term of the meta-gradient (first-order MAML)."""
+    gamma: float = field(default=0.99, metadata=_range(gt=0, le=1))
+    """Discount factor (RL families)."""
+    gae_lambda: float = field(default=1.0, metadata=_range(ge=0, le=1))
+    """GAE lambda (RL families); 1.0 gives Monte-Carlo returns minus the baseline."""
+
+
+@dataclass
+class MetaConfig:
+    """The meta-update (outer loop)."""
+
+    optimizer: Literal["adam", "sgd", "trpo"] = "adam"
+    """``adam`` / ``sgd``: plain gradient on the post-adaptation loss; ``trpo``: TRPO step."""
+    lr: float = field(default=1e-3, metadata=_range(gt=0))
+    """Meta learning rate beta (adam / sgd)."""
+    max_kl: float = field(default=0.01, metadata=_range(gt=0))
+    """TRPO trust region: largest mean KL between old and new adapted policies."""
+    cg_iters: int = field(default=10, metadata=_range(ge=1))
+    """Conjugate-gradient iterations of the TRPO step."""
+    cg_damping: float = field(default=1e-5, metadata=_range(ge=0))
+    """Damping added to the Hessian-vector products of the KL."""
+    ls_backtrack_ratio: float = field(default=0.8, metadata=_range(gt=0, le=1))
+    """Step shrink factor of the TRPO backtracking line search."""
+    ls_max_steps: int = field(default=15, metadata=_range(ge=1))
+    """Most line-search steps before the update is rejected and the parameters restored."""
+    task_batching: Literal["auto", "vmap", "loop"] = "auto"
+    """How tasks of a meta-batch are processed together: ``torch.func.vmap`` or a Python loop.
+    ``auto`` picks what measured fastest for the family and device (see README)."""
+
+
+@dataclass
+class SamplingConfig:
+    """What is drawn each meta-iteration."""
+
+    meta_batch_size: int = field(default=25, metadata=_range(ge=1))
+    """Tasks per meta-iteration."""
+    support_size: int = field(default=5, metadata=_range(ge=1))
+    """Episodes per task for each inner step (K shots for supervised families)."""
+    query_size: int = field(default=10, metadata=_range(ge=1))
+    """Episodes per task for the outer (validation) loss."""
+    horizon: int = field(default=0, metadata=_range(ge=0))
+    """Episode length; 0 takes the env's registered ``max_episode_steps``."""
+
+
+@dataclass
+class TrainingConfig:
+    """The meta-training loop."""
+
+    iterations: int = field(default=500, metadata=_range(ge=1))
+    """Meta-iterations to run."""
+    checkpoint_every: int = field(default=100, metadata=_range(ge=1))
+    """Write a checkpoint every this many iterations (and always at the end)."""
+
+
+@dataclass
+class EvaluationConfig:
+    """Adaptation to held-out tasks (also used at the end of training)."""
+
+    num_tasks: int = field(default=40, metadata=_range(ge=1))
+    """Held-out tasks, drawn with ``seed``."""
+    steps: int = field(default=3, metadata=_range(ge=0))
+    """Largest number of inner gradient steps reported (0..steps)."""
+    lr: float | list[float] | None = None
+    """Inner step sizes at evaluation; None uses ``inner.lr``."""
+    support_size: int = field(default=0, metadata=_range(ge=0))
+    """Episodes (shots) per task per step; 0 uses ``sampling.support_size``."""
+    query_size: int = field(default=0, metadata=_range(ge=0))
+    """Query episodes (examples) per task; 0 uses ``sampling.query_size``."""
+    seed: int = 1234
+    """Seed of the held-out tasks, fixed so that runs are compared on the same tasks."""
+    at_end: bool = True
+    """Evaluate once when training finishes and write ``eval/`` in the run directory."""
+
+
+@dataclass
+class LoggingConfig:
+    """What a run writes and shows."""
+
+    run_root: str = "runs"
+    """Folder in which a run directory is created when ``--run-dir`` is not given."""
+    tensorboard: bool = True
+    """Write TensorBoard events next to ``metrics.csv``."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """Task family."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Policy or model."""
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    """Inner loop."""
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    """Meta-update."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Sampling."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    """Training loop."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """Evaluation."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Logging."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the policy runs: ``cpu``, ``cuda``, or ``auto`` (cuda when available)."""
+    seed: int = 0
+    """Seed of everything random in a run: tasks, environments, initialisation."""
+
+    def inner_step_sizes(self, steps: int | None = None, lr: float | list[float] | None = None):
+        """Step size of each of ``steps`` inner steps (the last listed one repeats)."""
+        steps = self.inner.steps if steps is None else steps
+        return step_sizes(self.inner.lr if lr is None else lr, steps)
+
+    def task_batching(self, supervised: bool, device: str) -> str:
+        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (README,
+        benchmarks/bench_task_batching.py): vmap for the small supervised networks and on GPU,
+        a Python loop over tasks for RL policies on CPU."""
+        if self.meta.task_batching != "auto":
+            return self.meta.task_batching
+        return "vmap" if supervised or device.startswith("cuda") else "loop"
+
+    def resolve_device(self) -> str:
+        """The torch device string this run uses."""
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device: 'cuda' asked for but torch sees no CUDA device; "
+                              "allowed here: auto, cpu")
+        return self.device
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def step_sizes(lr: float | list[float], steps: int) -> list[float]:
+    """Expand a step-size setting to one value per step (the last listed value repeats)."""
+    values = [float(lr)] if isinstance(lr, int | float) else [float(v) for v in lr]
+    return [values[min(k, len(values) - 1)] for k in range(steps)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin is list:
+        item = typing.get_args(tp)[0]
+        return "a non-empty list of " + {int: "integers", float: "numbers"}.get(item, str(item))
+    if origin is dict:
+        return "a mapping"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise TypeError (no silent conversions)."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list) and value:
+            (item,) = typing.get_args(tp)
+            return [_coerce(v, item) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option)
+            except TypeError:
+                continue
+    raise TypeError
+
+
+def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if "gt" in bounds and not v > bounds["gt"]:
+            raise ConfigError(f"{key}: must be > {bounds['gt']}, got {value!r}")
+        if "ge" in bounds and not v >= bounds["ge"]:
+            raise ConfigError(f"{key}: must be >= {bounds['ge']}, got {value!r}")
+        if "le" in bounds and not v <= bounds["le"]:
+            raise ConfigError(f"{key}: must be <= {bounds['le']}, got {value!r}")
+
+
+_POSITIVE_LISTS = {"inner.lr", "evaluation.lr", "policy.hidden_sizes"}
+
+
+def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys.extend(_all_keys(tp, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    known = _all_keys()
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    hint = f" (did you mean '{near[0]}'?)" if near else ""
+    section = key.split(".")[0]
+    if not near:
+        options = [k for k in known if k.startswith(section + ".")] or [
+            k.split(".")[0] for k in known
+        ]
+        hint = "; known keys: " + ", ".join(dict.fromkeys(options))
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the config file"
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise _unknown_key(key)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value if value is not None else {}, key + ".")
+            continue
+        try:
+            coerced = _coerce(value, tp)
+        except TypeError:
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}") from None
+        _check_bounds(key, coerced, fields[name].metadata.get("bounds", {}))
+        if key in _POSITIVE_LISTS and isinstance(coerced, list):
+            _check_bounds(key, coerced, {"gt": 0})
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a nested mapping (as read from YAML) into a :class:`Config`."""
+    config = _build(Config, data)
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: Config) -> None:
+    """Rules that involve more than one key."""
+    if config.inner.lr is not None and isinstance(config.inner.lr, float):
+        _check_bounds("inner.lr", config.inner.lr, {"gt": 0})
+    if config.evaluation.lr is not None and isinstance(config.evaluation.lr, float):
+        _check_bounds("evaluation.lr", config.evaluation.lr, {"gt": 0})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected section.key=value (e.g. inner.lr=0.05)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}': empty key; expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise _unknown_key(".".join(path[: i + 2]))
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file safely, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping of sections, got {data!r}")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (or the defaults when None), apply ``section.key=value`` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        key_path, value = parse_override(text)
+        _set_path(data, key_path, value)
+    return config_from_dict(data)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML that :func:`load_config` reads back unchanged."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,63 @@
+"""What the rest of the library needs to know about a task family, read from its env once."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401  (registers the maml/ families)
+
+
+@dataclass
+class TaskFamily:
+    """A registered task family: its id, spaces, and whether it is supervised (one-step)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    observation_space: gym.Space
+    action_space: gym.Space
+    supervised_loss: str | None  # "mse" / "cross_entropy" for one-step supervised families
+    max_episode_steps: int | None
+    _env: gym.Env
+
+    @property
+    def supervised(self) -> bool:
+        return self.supervised_loss is not None
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
+        """``n`` tasks from the family's distribution."""
+        return self._env.unwrapped.sample_tasks(n, rng)
+
+
+def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> TaskFamily:
+    """Import ``module`` (a user's own registrations), make the env once and read its facts."""
+    if module:
+        importlib.import_module(module)
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith("maml/"))
+        near = difflib.get_close_matches(env_id, list(gym.registry), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ValueError(f"env.id: unknown env '{env_id}'{hint}; known families: {', '.join(known)}")
+    env = gym.make(env_id, **env_kwargs)
+    unwrapped = env.unwrapped
+    for method in ("sample_tasks", "set_task"):
+        if not callable(getattr(unwrapped, method, None)):
+            raise ValueError(
+                f"env.id: '{env_id}' is not a task family: its env has no {method}(); "
+                "see README 'Adding a task family'"
+            )
+    spec = env.spec
+    return TaskFamily(
+        env_id=env_id,
+        env_kwargs=dict(env_kwargs),
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        supervised_loss=unwrapped.metadata.get("supervised_loss"),
+        max_episode_steps=spec.max_episode_steps if spec is not None else None,
+        _env=env,
+    )

@@ -1,0 +1,52 @@
+"""Seeding and RNG state of a run, in one place, so a run can be resumed bit for bit."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return the run's task generator."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def rng_state(task_rng: np.random.Generator) -> dict[str, Any]:
+    """Every global RNG state plus the run's task generator (checkpointable with weights_only)."""
+    state = {
+        "python": random.getstate(),
+        "numpy_global": _numpy_global_state(),
+        "task_rng": task_rng.bit_generator.state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], task_rng: np.random.Generator) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy_global"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    task_rng.bit_generator.state = state["task_rng"]
+    torch.set_rng_state(state["torch"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+def _numpy_global_state() -> tuple:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+
+
+def _as_tuple(value: Any) -> Any:
+    """Checkpoints store tuples as lists in places; ``random.setstate`` needs tuples."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuple(v) for v in value)
+    return value

@@ -1,0 +1,188 @@
+"""The meta-training loop: build -> loop (sample tasks, meta-iteration, log, checkpoint) -> save.
+
+What a run directory holds:
+``config.yaml`` (the resolved config), ``metrics.csv`` (a row per iteration, flushed as written),
+``tensorboard/`` (events), ``checkpoint.pt`` (model, optimizer, RNG states, iteration; written
+atomically), and ``eval/`` (the adaptation curve on held-out tasks at the end).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from maml_rl.config import Config, save_config
+from maml_rl.evaluation import AdaptationCurve, format_table, write_results
+from maml_rl.family import TaskFamily, load_family
+from maml_rl.logger import MetricsLogger
+from maml_rl.meta_optimizers import NonFiniteError
+from maml_rl.seeding import rng_state, seed_everything, set_rng_state
+
+
+class MetaLearner(Protocol):
+    """What the trainer needs of a learner (supervised or RL)."""
+
+    model: torch.nn.Module
+
+    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]: ...
+    def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearner:
+    """The learner for the family's kind."""
+    if family.supervised:
+        from maml_rl.supervised import SupervisedMetaLearner
+
+        return SupervisedMetaLearner(config, family, device)
+    from maml_rl.reinforcement import RLMetaLearner
+
+    return RLMetaLearner(config, family, device)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    status: str  # "completed" | "interrupted" | "non-finite"
+    message: str = ""
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current iteration; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: no handler, Ctrl-C aborts as usual
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Meta-trains ``config`` into ``run_dir``; ``resume=True`` continues from its checkpoint."""
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+        self.config, self.run_dir = config, Path(run_dir)
+        self.device = config.resolve_device()
+        self.task_rng = seed_everything(config.seed)
+        self.family = load_family(config.env.id, config.env.kwargs, config.env.module)
+        self.learner = build_learner(config, self.family, self.device)
+        self.iteration = 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore()
+        save_config(config, self.run_dir / "config.yaml")
+        self.logger = MetricsLogger(
+            self.run_dir, config.logging.tensorboard, resume_from=self.iteration if resume else None
+        )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.learner.load_state_dict(state["learner"])
+        set_rng_state(state["rng"], self.task_rng)
+        self.iteration = int(state["iteration"])
+
+    def save(self) -> Path:
+        state = {
+            "iteration": self.iteration,
+            "learner": self.learner.state_dict(),
+            "rng": rng_state(self.task_rng),
+            "config": self.config.to_dict(),
+        }
+        return save_checkpoint(state, self.checkpoint_path)
+
+    def train(self) -> TrainResult:
+        cfg = self.config
+        total = cfg.training.iterations
+        bar = _progress(cfg.logging.progress, self.iteration, total)
+        status, message = "completed", ""
+        try:
+            with _StopFlag() as stop:
+                while self.iteration < total:
+                    tasks = self.family.sample_tasks(cfg.sampling.meta_batch_size, self.task_rng)
+                    start = time.perf_counter()
+                    try:
+                        metrics = self.learner.meta_iteration(tasks)
+                    except NonFiniteError as err:
+                        status = "non-finite"
+                        message = (f"stopped at iteration {self.iteration + 1}: {err}. "
+                                   f"The last good checkpoint is kept: {self._last_checkpoint()}")
+                        break
+                    metrics["time/iteration_s"] = time.perf_counter() - start
+                    self.iteration += 1
+                    self.logger.log(self.iteration, metrics)
+                    _update_progress(bar, metrics)
+                    if self.iteration % cfg.training.checkpoint_every == 0:
+                        self.save()
+                    if stop.requested:
+                        status = "interrupted"
+                        break
+        except KeyboardInterrupt:  # second Ctrl-C: the iteration in flight is lost, not the run
+            status = "interrupted"
+        finally:
+            if bar is not None:
+                bar.close()
+        if status != "non-finite":
+            path = self.save()
+            if status == "interrupted":
+                message = (f"interrupted at iteration {self.iteration}; checkpoint saved to {path}."
+                           f" Resume with: python scripts/train.py --resume {self.run_dir}")
+        if status == "completed" and cfg.evaluation.at_end:
+            self.evaluate()
+        self.logger.close()
+        self.learner.close()
+        return TrainResult(self.run_dir, self.iteration, status, message)
+
+    def _last_checkpoint(self) -> str:
+        return str(self.checkpoint_path) if self.checkpoint_path.exists() else "none written yet"
+
+    def evaluate(self) -> AdaptationCurve:
+        ev = self.config.evaluation
+        curve = self.learner.evaluate(ev.num_tasks, ev.steps, ev.seed)
+        write_results([curve], self.run_dir / "eval")
+        print(format_table([curve]))
+        return curve
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="meta-training", unit="it", dynamic_ncols=True)
+
+
+def _update_progress(bar, metrics: dict[str, float]) -> None:
+    if bar is None:
+        return
+    bar.update(1)
+    if bar.n % 10 == 0 or bar.n == bar.total:  # postfix formatting is slow at 1000s of it/s
+        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if np.isscalar(v)}
+        bar.set_postfix(shown, refresh=False)
