@@ -6,9 +6,10 @@ fresh data of the same task, differentiated through the adaptation (second order
 ``first_order`` drops the Hessian term.
 
 Parameters are plain dicts ``name -> tensor`` passed through ``torch.func.functional_call``; the
-inner gradient is ``torch.func.grad``, so the same :func:`adapt` runs in a Python loop over tasks
-or under ``torch.func.vmap`` over a leading task dimension, and stays differentiable by ordinary
-autograd with respect to the meta-parameters.
+inner gradient is taken by ``torch.func.grad`` under ``torch.func.vmap`` (``functional=True``) and
+by ``torch.autograd.grad(create_graph=True)`` in a Python loop over tasks, which measured about
+2.5x cheaper per call there (benchmarks/bench_meta_iteration.py). Both give the same parameters
+(a test checks), and both stay differentiable by ordinary autograd in the meta-parameters.
 """
 
 from __future__ import annotations
@@ -44,19 +45,35 @@ def inner_step(
     step_size: float,
     first_order: bool = False,
     trainable: Sequence[str] | None = None,
+    functional: bool = False,
 ) -> Params:
-    """One inner gradient step, Eq. (1). ``trainable`` restricts which parameters adapt."""
+    """One inner gradient step, Eq. (1). ``trainable`` restricts which parameters adapt;
+    ``functional=True`` is required under ``torch.func`` transforms such as vmap."""
     names = list(params) if trainable is None else list(trainable)
     frozen = {k: v for k, v in params.items() if k not in names}
+    adapting = {k: params[k] for k in names}
 
     def loss_of(adapted: Params) -> Tensor:
         return loss_fn(model, {**frozen, **adapted}, batch)
 
-    grads = grad(loss_of)({k: params[k] for k in names})
-    if first_order:
-        # First-order MAML: treat the inner gradient as a constant of theta.
-        grads = {k: g.detach() for k, g in grads.items()}
+    if functional:
+        grads = grad(loss_of)(adapting)
+        if first_order:
+            # First-order MAML: treat the inner gradient as a constant of theta.
+            grads = {k: g.detach() for k, g in grads.items()}
+    else:
+        grads = _autograd_grads(loss_of, adapting, first_order)
     return {**frozen, **{k: params[k] - step_size * grads[k] for k in names}}
+
+
+def _autograd_grads(loss_of: Callable[[Params], Tensor], params: Params, first_order: bool):
+    # Parameters that do not require grad (evaluation) get fresh leaves; then no graph is kept.
+    leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
+    second_order = not first_order and any(v.requires_grad for v in params.values())
+    with torch.enable_grad():
+        loss = loss_of(leaves)
+        grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=second_order)
+    return dict(zip(leaves, grads, strict=True))
 
 
 def adapt(
@@ -67,6 +84,7 @@ def adapt(
     step_sizes: Sequence[float],
     first_order: bool = False,
     trainable: Sequence[str] | None = None,
+    functional: bool = False,
 ) -> Params:
     """K inner steps from ``params``; ``len(step_sizes)`` is K.
 
@@ -77,7 +95,9 @@ def adapt(
     if len(per_step) != len(step_sizes):
         raise ValueError(f"adapt got {len(per_step)} batches for {len(step_sizes)} steps")
     for batch, alpha in zip(per_step, step_sizes, strict=True):
-        params = inner_step(model, params, loss_fn, batch, alpha, first_order, trainable)
+        params = inner_step(
+            model, params, loss_fn, batch, alpha, first_order, trainable, functional
+        )
     return params
 
 
@@ -109,7 +129,10 @@ def adapted_losses(
     """
 
     def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
-        adapted = adapt(model, params, loss_fn, task_support, step_sizes, first_order, trainable)
+        adapted = adapt(
+            model, params, loss_fn, task_support, step_sizes, first_order, trainable,
+            functional=batching == "vmap",
+        )
         return loss_fn(model, adapted, task_query)
 
     if batching == "vmap":

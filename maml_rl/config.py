@@ -246,6 +246,11 @@ def _coerce(value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -301,7 +306,10 @@ def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 def _unknown_key(key: str) -> ConfigError:
     known = _all_keys()
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    # Compare with keys of the same depth: a misspelt section is not a misspelt field.
+    same_depth = [k for k in known if k.count(".") == key.count(".")]
+    same_depth += [k.split(".")[0] for k in known if "." not in key]
+    near = difflib.get_close_matches(key, list(dict.fromkeys(same_depth)), n=1, cutoff=0.6)
     hint = f" (did you mean '{near[0]}'?)" if near else ""
     section = key.split(".")[0]
     if not near:

@@ -91,10 +91,11 @@ def evaluate_supervised(
     def curve(support, query) -> torch.Tensor:
         values, adapted = [metric_fn(model, params, query)], params
         for alpha in step_sizes:
-            adapted = adapt(model, adapted, loss_fn, support, [alpha])
+            adapted = adapt(model, adapted, loss_fn, support, [alpha], functional=functional)
             values.append(metric_fn(model, adapted, query))
         return torch.stack(values)
 
+    functional = batching == "vmap"
     rows = []
     for start in range(0, len(tasks), chunk_size):
         chunk = list(tasks[start : start + chunk_size])
