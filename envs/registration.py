@@ -26,3 +26,25 @@ def register_all() -> None:
         max_episode_steps=1,
     )
     # RL families are registered below this line.
+    # Horizons are the MAML paper's: 100 steps for 2D navigation, 200 for locomotion (also with
+    # paper_mdp=False, where gymnasium's own HalfCheetah/Ant use 1000).
+    _register(
+        "Navigation2D-v0",
+        entry_point="envs.navigation:Navigation2DEnv",
+        vector_entry_point="envs.navigation:Navigation2DVectorEnv",
+        max_episode_steps=100,
+    )
+    for name in ("HalfCheetahVel", "HalfCheetahDir"):
+        _register(
+            f"{name}-v0",
+            entry_point=f"envs.half_cheetah:{name}Env",
+            vector_entry_point=f"envs.half_cheetah:{name}VectorEnv",
+            max_episode_steps=200,
+        )
+    for name in ("AntVel", "AntDir", "AntGoal"):
+        _register(
+            f"{name}-v0",
+            entry_point=f"envs.ant:{name}Env",
+            vector_entry_point=f"envs.ant:{name}VectorEnv",
+            max_episode_steps=200,
+        )

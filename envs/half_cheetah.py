@@ -1,0 +1,362 @@
+"""HalfCheetah velocity and direction families (MAML paper, Section 5.3).
+
+Built on gymnasium's HalfCheetah-v5 model file. Two MDPs, chosen by ``paper_mdp``:
+
+* ``paper_mdp=True`` (default; the configs reproduce the paper): the rllab MDP of the MAML
+  experiments. One env step is one physics step of 0.01 s (frame skip 1); the observation is
+  ``qpos[1:]``, ``qvel`` and the torso's centre of mass (rllab's ``com_subtree``, 20 numbers);
+  the velocity in the reward is the torso subtree's centre-of-mass velocity (rllab's
+  ``get_body_comvel``), both evaluated at the new state (rllab called ``forward()`` after
+  stepping); reset noise ``qpos += 0.01 N(0, 1)``, ``qvel += 0.1 N(0, 1)``.
+* ``paper_mdp=False``: gymnasium HalfCheetah-v5 settings. Frame skip 5 (0.05 s per step);
+  observation ``qpos[1:]``, ``qvel`` (17 numbers); velocity ``(x_after - x_before) / dt`` of the
+  root; reset noise ``qpos += U(-0.1, 0.1)``, ``qvel += 0.1 N(0, 1)``. The horizon stays 200 env
+  steps for both (so a v5 episode covers 10 s of simulated time instead of 2 s).
+
+The centre of mass and its velocity are computed in numpy from ``qpos``/``qvel`` by the planar
+kinematics below (checked against MuJoCo's ``subtree_com``/``subtree_linvel`` in the tests): a
+sensor would describe the state before the last integration, and an extra ``mj_forward`` per
+step would cost as much as the physics itself at frame skip 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import mujoco
+import numpy as np
+
+from envs.mujoco_task import (
+    LocomotionMDP,
+    MujocoTaskEnv,
+    MujocoTaskVectorEnv,
+    compile_spec,
+    load_gymnasium_spec,
+)
+from envs.tasks import (
+    DirectionTask,
+    GoalVelocityTask,
+    sample_direction_tasks,
+    sample_velocity_tasks,
+)
+
+XML_FILE = "half_cheetah.xml"
+_SLIDE = int(mujoco.mjtJoint.mjJNT_SLIDE)
+_HINGE = int(mujoco.mjtJoint.mjJNT_HINGE)
+
+
+class PlanarKinematics:
+    """Centre of mass and its velocity of a planar (x-z) kinematic tree, batched in numpy.
+
+    Valid for models whose bodies have no rotation offset, whose joints sit at their body's
+    origin and are slides or hinges about the y axis, and whose geometry lies in the x-z plane
+    (HalfCheetah); the constructor checks this. Equivalent to MuJoCo's ``subtree_com`` and
+    ``subtree_linvel`` of ``root_body`` after ``mj_forward``.
+    """
+
+    def __init__(self, model: mujoco.MjModel, root_body: str = "torso") -> None:
+        self._check_planar(model)
+        root = model.body(root_body).id
+        self._bodies = []
+        total_mass = 0.0
+        for b in range(1, model.nbody):
+            joints = []
+            for j in np.flatnonzero(model.jnt_bodyid == b):
+                axis = model.jnt_axis[j]
+                joints.append(
+                    (
+                        int(model.jnt_type[j]),
+                        int(model.jnt_qposadr[j]),
+                        int(model.jnt_dofadr[j]),
+                        float(model.qpos0[model.jnt_qposadr[j]]),
+                        (float(axis[0]), float(axis[1]), float(axis[2])),
+                    )
+                )
+            in_subtree = self._is_descendant(model, b, root)
+            mass = float(model.body_mass[b]) if in_subtree else 0.0
+            total_mass += mass
+            self._bodies.append(
+                (
+                    b,
+                    int(model.body_parentid[b]),
+                    (float(model.body_pos[b, 0]), float(model.body_pos[b, 2])),
+                    (float(model.body_ipos[b, 0]), float(model.body_ipos[b, 2])),
+                    mass,
+                    joints,
+                )
+            )
+        self._total_mass = total_mass
+
+    @staticmethod
+    def _is_descendant(model: mujoco.MjModel, body: int, root: int) -> bool:
+        while body not in (0, root):
+            body = int(model.body_parentid[body])
+        return body == root
+
+    @staticmethod
+    def _check_planar(model: mujoco.MjModel) -> None:
+        ok_types = (_SLIDE, _HINGE)
+        problems = []
+        if not np.allclose(model.body_quat[1:], [1.0, 0.0, 0.0, 0.0]):
+            problems.append("bodies are rotated")
+        if np.any(model.body_pos[:, 1] != 0) or np.any(np.abs(model.body_ipos[:, 1]) > 1e-12):
+            problems.append("bodies leave the x-z plane")
+        if np.any(model.jnt_pos != 0):
+            problems.append("joints are off their body's origin")
+        for j in range(model.njnt):
+            axis = model.jnt_axis[j]
+            if model.jnt_type[j] not in ok_types:
+                problems.append(f"joint {j} is neither slide nor hinge")
+            elif model.jnt_type[j] == _HINGE and (axis[0] or axis[2]):
+                problems.append(f"hinge {j} is not about the y axis")
+            elif model.jnt_type[j] == _SLIDE and axis[1]:
+                problems.append(f"slide {j} leaves the x-z plane")
+        if problems:
+            raise ValueError("PlanarKinematics needs a planar model: " + "; ".join(problems))
+
+    def __call__(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(com, com_velocity)``, each ``(batch, 3)`` (the y entries are zero)."""
+        n = len(qpos)
+        zero = np.zeros(n)
+        # Per body: origin (x, z), angle about y, origin velocity (x, z), angular velocity.
+        frames = {0: (zero, zero, zero, zero, zero, zero)}
+        com_x = com_z = vel_x = vel_z = 0.0
+        for body, parent, (bx, bz), (ix, iz), mass, joints in self._bodies:
+            px, pz, angle, pvx, pvz, omega = frames[parent]
+            c, s = np.cos(angle), np.sin(angle)
+            ox, oz = px + c * bx + s * bz, pz - s * bx + c * bz
+            vx, vz = pvx + omega * (oz - pz), pvz - omega * (ox - px)
+            for jtype, qadr, dadr, q0, (ax, ay, az) in joints:
+                q, qd = qpos[:, qadr] - q0, qvel[:, dadr]
+                if jtype == _HINGE:
+                    angle, omega = angle + ay * q, omega + ay * qd
+                    c, s = np.cos(angle), np.sin(angle)
+                else:  # slide along the axis, rotated into the world by the current angle
+                    dx, dz = c * ax + s * az, -s * ax + c * az
+                    ox, oz = ox + dx * q, oz + dz * q
+                    vx = vx + dx * qd + omega * dz * q
+                    vz = vz + dz * qd - omega * dx * q
+            frames[body] = (ox, oz, angle, vx, vz, omega)
+            if mass:
+                cx, cz = ox + c * ix + s * iz, oz - s * ix + c * iz
+                com_x = com_x + mass * cx
+                com_z = com_z + mass * cz
+                vel_x = vel_x + mass * (vx + omega * (cz - oz))
+                vel_z = vel_z + mass * (vz - omega * (cx - ox))
+        m = self._total_mass
+        com = np.stack([com_x / m, zero, com_z / m], axis=1)
+        velocity = np.stack([vel_x / m, zero, vel_z / m], axis=1)
+        return com, velocity
+
+
+class HalfCheetahMDP(LocomotionMDP):
+    """HalfCheetah with a goal velocity or a goal direction; see the module docstring."""
+
+    def __init__(
+        self,
+        objective: Literal["velocity", "direction"],
+        paper_mdp: bool = True,
+        ctrl_cost_weight: float = 0.05,
+        velocity_range: tuple[float, float] = (0.0, 2.0),
+        forward_probability: float = 0.5,
+    ) -> None:
+        if objective not in ("velocity", "direction"):
+            raise ValueError(f"objective must be 'velocity' or 'direction', got {objective!r}")
+        self.objective = objective
+        self.paper_mdp = bool(paper_mdp)
+        self.ctrl_cost_weight = float(ctrl_cost_weight)
+        self.velocity_range = (float(velocity_range[0]), float(velocity_range[1]))
+        self.forward_probability = float(forward_probability)
+        self.task_type = GoalVelocityTask if objective == "velocity" else DirectionTask
+        self.model = compile_spec(*load_gymnasium_spec(XML_FILE))
+        self.frame_skip = 1 if self.paper_mdp else 5
+        self.kinematics = PlanarKinematics(self.model) if self.paper_mdp else None
+        self.obs_dim = self.model.nq - 1 + self.model.nv + (3 if self.paper_mdp else 0)
+        self._init_qpos = self.model.qpos0.copy()
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
+        if self.objective == "velocity":
+            return sample_velocity_tasks(n, rng, self.velocity_range)
+        return sample_direction_tasks(n, rng, self.forward_probability)
+
+    def task_params(self, tasks: list) -> np.ndarray:
+        if self.objective == "velocity":
+            return np.array([[t.velocity] for t in tasks], dtype=np.float64)
+        return np.array([[t.direction] for t in tasks], dtype=np.float64)
+
+    def reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        nq, nv = self.model.nq, self.model.nv
+        if self.paper_mdp:
+            qpos = self._init_qpos + 0.01 * rng.standard_normal(nq)
+        else:
+            qpos = self._init_qpos + rng.uniform(-0.1, 0.1, size=nq)
+        qvel = 0.1 * rng.standard_normal(nv)
+        return qpos, qvel
+
+    def _observe(self, qpos: np.ndarray, qvel: np.ndarray, com: np.ndarray | None) -> np.ndarray:
+        parts = [qpos[:, 1:], qvel] if com is None else [qpos[:, 1:], qvel, com]
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def observe(self, qpos: np.ndarray, qvel: np.ndarray, sensordata: np.ndarray) -> np.ndarray:
+        com = self.kinematics(qpos, qvel)[0] if self.kinematics is not None else None
+        return self._observe(qpos, qvel, com)
+
+    def transition(self, qpos_before, qpos, qvel, sensordata, action, params):
+        if self.kinematics is not None:
+            com, com_velocity = self.kinematics(qpos, qvel)
+            x_velocity = com_velocity[:, 0]
+        else:
+            com = None
+            x_velocity = (qpos[:, 0] - qpos_before[:, 0]) / self.dt
+        if self.objective == "velocity":
+            reward_forward = -np.abs(x_velocity - params[:, 0])
+        else:
+            reward_forward = params[:, 0] * x_velocity
+        reward_ctrl = -self.ctrl_cost_weight * np.sum(action**2, axis=1)
+        reward = reward_forward + reward_ctrl
+        info = {
+            "x_position": qpos[:, 0].copy(),
+            "x_velocity": x_velocity,
+            "reward_forward": reward_forward,
+            "reward_ctrl": reward_ctrl,
+        }
+        terminated = np.zeros(len(qpos), dtype=bool)
+        return self._observe(qpos, qvel, com), reward, terminated, info
+
+
+_DOC_COMMON = """
+    ## Observation
+    ``Box(-inf, inf, (20,), float32)`` with ``paper_mdp=True``: ``qpos[1:]`` (8), ``qvel`` (9),
+    torso centre of mass (3). ``(17,)`` with ``paper_mdp=False``: ``qpos[1:]``, ``qvel``.
+
+    ## Action
+    ``Box(-1, 1, (6,), float32)``: torques of the six leg joints (gymnasium's HalfCheetah).
+
+    ## Arguments
+    * ``paper_mdp``: the MAML paper's (rllab) MDP if True (default), gymnasium HalfCheetah-v5's
+      frame skip, observation, velocity estimate and reset noise if False (see the module
+      ``envs.half_cheetah``). Both register a horizon of 200 steps.
+    * ``ctrl_cost_weight``: weight of ``||a||^2``, default 0.05 (the paper's 0.5 * 0.1).
+    * ``render_mode``, ``width``, ``height``, ``camera_name``: as gymnasium's MuJoCo envs.
+"""
+
+
+class HalfCheetahVelEnv(MujocoTaskEnv):
+    __doc__ = (
+        """HalfCheetah that must run at a goal velocity.
+
+    ## Description
+    A task is a goal velocity ~ U[velocity_range] (``U[0, 2]`` in the MAML paper).
+
+    ## Rewards
+    ``reward_forward = -|v_x - goal|`` plus ``reward_ctrl = -ctrl_cost_weight * ||a||^2``; both
+    are in ``info`` with ``x_velocity`` and ``x_position``. Never terminates.
+    """
+        + _DOC_COMMON
+        + """    * ``velocity_range``: bounds of the goal velocity, default ``(0.0, 2.0)``.
+    """
+    )
+
+    def __init__(
+        self,
+        paper_mdp: bool = True,
+        ctrl_cost_weight: float = 0.05,
+        velocity_range: tuple[float, float] = (0.0, 2.0),
+        render_mode: str | None = None,
+        width: int = 480,
+        height: int = 480,
+        camera_name: str | None = None,
+    ) -> None:
+        constructor_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        mdp = HalfCheetahMDP(
+            "velocity",
+            paper_mdp=paper_mdp,
+            ctrl_cost_weight=ctrl_cost_weight,
+            velocity_range=velocity_range,
+        )
+        super().__init__(
+            mdp,
+            XML_FILE,
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            camera_name=camera_name,
+            constructor_kwargs=constructor_kwargs,
+        )
+
+
+class HalfCheetahDirEnv(MujocoTaskEnv):
+    __doc__ = (
+        """HalfCheetah that must run forward or backward.
+
+    ## Description
+    A task is a direction in {-1, +1}, +1 with probability ``forward_probability`` (0.5).
+
+    ## Rewards
+    ``reward_forward = direction * v_x`` plus ``reward_ctrl = -ctrl_cost_weight * ||a||^2``;
+    both are in ``info`` with ``x_velocity`` and ``x_position``. Never terminates.
+    """
+        + _DOC_COMMON
+        + """    * ``forward_probability``: probability of the task +1, default 0.5.
+    """
+    )
+
+    def __init__(
+        self,
+        paper_mdp: bool = True,
+        ctrl_cost_weight: float = 0.05,
+        forward_probability: float = 0.5,
+        render_mode: str | None = None,
+        width: int = 480,
+        height: int = 480,
+        camera_name: str | None = None,
+    ) -> None:
+        constructor_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        mdp = HalfCheetahMDP(
+            "direction",
+            paper_mdp=paper_mdp,
+            ctrl_cost_weight=ctrl_cost_weight,
+            forward_probability=forward_probability,
+        )
+        super().__init__(
+            mdp,
+            XML_FILE,
+            render_mode=render_mode,
+            width=width,
+            height=height,
+            camera_name=camera_name,
+            constructor_kwargs=constructor_kwargs,
+        )
+
+
+class HalfCheetahVelVectorEnv(MujocoTaskVectorEnv):
+    """``num_envs`` ``HalfCheetahVelEnv`` stepped together by ``mujoco.rollout``.
+
+    Takes the keyword arguments of ``HalfCheetahVelEnv`` (except rendering) plus ``nthread``
+    (physics threads, default ``os.cpu_count()``); batch semantics are those of ``envs.vector``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = None,
+        nthread: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(HalfCheetahVelEnv(**kwargs), num_envs, max_episode_steps, nthread)
+
+
+class HalfCheetahDirVectorEnv(MujocoTaskVectorEnv):
+    """``num_envs`` ``HalfCheetahDirEnv`` stepped together by ``mujoco.rollout``.
+
+    Takes the keyword arguments of ``HalfCheetahDirEnv`` (except rendering) plus ``nthread``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        max_episode_steps: int | None = None,
+        nthread: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(HalfCheetahDirEnv(**kwargs), num_envs, max_episode_steps, nthread)
