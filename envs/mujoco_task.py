@@ -173,7 +173,8 @@ class MujocoTaskEnv(MujocoEnv, utils.EzPickle):
         if action.shape != (self.model.nu,):
             raise ValueError(f"action must have shape ({self.model.nu},), got {action.shape}")
         qpos_before = self.data.qpos.copy()
-        # What mujoco.rollout does at the start of every call, so both paths are bit-identical.
+        # What mujoco.rollout does at the start of every call: the physics of both paths is
+        # then bit-identical.
         self.data.qacc_warmstart[:] = 0.0
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
@@ -211,7 +212,8 @@ class MujocoTaskVectorEnv(TaskBatchVectorEnv):
     """Batched env of a ``LocomotionMDP``: all sub-envs advance in one ``mujoco.rollout`` call.
 
     ``nthread`` threads (default ``os.cpu_count()``) step the sub-envs; the physics is the same as
-    the single env's, so transitions agree to the last bit for the same task, seed and actions.
+    the single env's: for the same task, seed and actions the states agree to the last bit, and
+    observations and rewards up to the rounding of batched numpy products (about 1e-15).
     """
 
     def __init__(
