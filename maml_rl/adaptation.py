@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_leaves, tree_map
 
 Params = dict[str, Tensor]
 Batch = Mapping[str, Any]
@@ -101,13 +102,45 @@ def adapt(
     return params
 
 
-def task_slice(batch: Batch, i: int) -> dict[str, Any]:
-    """Task ``i`` of a batch whose tensors have a leading task dimension."""
-    return {k: (v[i] if isinstance(v, Tensor) else v) for k, v in batch.items()}
+def task_slice(batch: Any, i: int) -> Any:
+    """Task ``i`` of a (nested) batch whose tensors have a leading task dimension."""
+    return tree_map(lambda v: v[i] if isinstance(v, Tensor) else v, batch)
 
 
-def num_tasks(batch: Batch) -> int:
-    return next(v.shape[0] for v in batch.values() if isinstance(v, Tensor))
+def num_tasks(batch: Any) -> int:
+    return next(v.shape[0] for v in tree_leaves(batch) if isinstance(v, Tensor))
+
+
+def map_tasks(fn: Callable[..., Any], *batched: Any, batching: str = "vmap") -> Any:
+    """Apply ``fn`` to each task of ``batched`` (pytrees with a leading task dimension) and
+    stack the results: by ``torch.func.vmap`` (``batching="vmap"``) or a Python loop (``"loop"``).
+    ``fn`` must pass ``functional=batching == "vmap"`` on to :func:`adapt`."""
+    if batching == "vmap":
+        return vmap(fn, randomness="different")(*batched)
+    if batching == "loop":
+        outputs = [fn(*(task_slice(b, i) for b in batched)) for i in range(num_tasks(batched))]
+        return tree_map(lambda *xs: torch.stack(xs), *outputs)
+    raise ValueError(f"batching must be 'vmap' or 'loop', got {batching!r}")
+
+
+def adapt_tasks(
+    model: nn.Module,
+    params: Params,
+    loss_fn: LossFn,
+    supports: Sequence[Batch],
+    step_sizes: Sequence[float],
+    first_order: bool = False,
+    batching: str = "vmap",
+) -> Params:
+    """Adapt ``params`` to every task: one support batch (leading task dim) per inner step.
+    Returns the adapted parameters stacked along a leading task dimension."""
+    functional = batching == "vmap"
+
+    def one(task_supports):
+        return adapt(model, params, loss_fn, list(task_supports), step_sizes, first_order,
+                     functional=functional)
+
+    return map_tasks(one, list(supports), batching=batching)
 
 
 def adapted_losses(
@@ -127,20 +160,12 @@ def adapted_losses(
     ``"vmap"`` (``torch.func.vmap`` over tasks) or ``"loop"`` (a Python loop); both call the same
     :func:`adapt` and agree to rounding (a test checks).
     """
+    functional = batching == "vmap"
 
     def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
-        adapted = adapt(
-            model, params, loss_fn, task_support, step_sizes, first_order, trainable,
-            functional=batching == "vmap",
-        )
+        adapted = adapt(model, params, loss_fn, task_support, step_sizes, first_order, trainable,
+                        functional=functional)
         return loss_fn(model, adapted, task_query)
 
-    if batching == "vmap":
-        tensors = lambda b: {k: v for k, v in b.items() if isinstance(v, Tensor)}  # noqa: E731
-        return vmap(task_loss, randomness="different")(tensors(support), tensors(query))
-    if batching == "loop":
-        return torch.stack(
-            [task_loss(task_slice(support, i), task_slice(query, i)) for i in range(
-                num_tasks(support))]
-        )
-    raise ValueError(f"batching must be 'vmap' or 'loop', got {batching!r}")
+    tensors = lambda b: {k: v for k, v in b.items() if isinstance(v, Tensor)}  # noqa: E731
+    return map_tasks(task_loss, tensors(support), tensors(query), batching=batching)

@@ -192,8 +192,9 @@ class Config:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' asked for but torch sees no CUDA device; "
-                              "allowed here: auto, cpu")
+            raise ConfigError(
+                "device: 'cuda' asked for but torch sees no CUDA device; allowed here: auto, cpu"
+            )
         return self.device
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,30 +235,37 @@ def _describe(tp: Any) -> str:
     return str(tp)
 
 
+def _as_float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        return float(value)  # ValueError for anything else
+    raise TypeError
+
+
+def _as_scalar(value: Any, tp: type) -> Any:
+    if tp is float:
+        return _as_float(value)
+    if tp is int and isinstance(value, bool):
+        raise TypeError
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if isinstance(value, tp):
+        return value
+    raise TypeError
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise TypeError (no silent conversions)."""
     origin = typing.get_origin(tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif origin is Literal:
+    if origin is None:
+        try:
+            return _as_scalar(value, tp)
+        except ValueError:
+            raise TypeError from None
+    if origin is Literal:
         if value in typing.get_args(tp):
             return value
     elif origin is list:
@@ -407,7 +415,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read ``path`` (or the defaults when None), apply ``section.key=value`` overrides, validate."""
+    """Read ``path`` (or the defaults when None), apply ``section.key=value`` overrides and
+    validate."""
     data = read_yaml(path) if path is not None else {}
     for text in overrides:
         key_path, value = parse_override(text)

@@ -108,9 +108,14 @@ def evaluate_supervised(
             if batching == "vmap":
                 rows.append(vmap(curve, randomness="different")(support, query))
             else:
-                rows.append(torch.stack([
-                    curve(task_slice(support, i), task_slice(query, i)) for i in range(len(chunk))
-                ]))
+                rows.append(
+                    torch.stack(
+                        [
+                            curve(task_slice(support, i), task_slice(query, i))
+                            for i in range(len(chunk))
+                        ]
+                    )
+                )
     per_task = torch.cat(rows).cpu().numpy().astype(np.float64)
     return AdaptationCurve(method, metric, list(range(len(step_sizes) + 1)), per_task, list(tasks))
 
@@ -130,7 +135,11 @@ def write_results(curves: Sequence[AdaptationCurve], out_dir: str | Path) -> dic
     """Write ``results.json``, ``results.csv`` and the ``adaptation.png`` plot to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "csv": out / "results.csv", "png": out / "adaptation.png"}
+    paths = {
+        "json": out / "results.json",
+        "csv": out / "results.csv",
+        "png": out / "adaptation.png",
+    }
     paths["json"].write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
@@ -163,5 +172,3 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-

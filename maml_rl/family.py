@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers the maml/ families)
+from envs.generic import unknown_env_message
 
 
 @dataclass
@@ -39,10 +39,7 @@ def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> Ta
     if module:
         importlib.import_module(module)
     if env_id not in gym.registry:
-        known = sorted(k for k in gym.registry if k.startswith("maml/"))
-        near = difflib.get_close_matches(env_id, list(gym.registry), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise ValueError(f"env.id: unknown env '{env_id}'{hint}; known families: {', '.join(known)}")
+        raise ValueError(f"env.id: {unknown_env_message(env_id)}")
     env = gym.make(env_id, **env_kwargs)
     unwrapped = env.unwrapped
     for method in ("sample_tasks", "set_task"):

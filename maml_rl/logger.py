@@ -11,7 +11,9 @@ class MetricsLogger:
     """Append-only metrics writer. On resume, rows after the checkpoint are dropped first, so
     the file reads as if the run had never stopped."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_from: int | None = None):
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, resume_from: int | None = None
+    ):
         self.path = Path(run_dir) / "metrics.csv"
         self.fields: list[str] | None = None
         if resume_from is not None and self.path.exists():

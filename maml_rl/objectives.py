@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,3 +28,33 @@ def accuracy(model: nn.Module, params: Params, batch: Batch) -> Tensor:
 
 
 SUPERVISED_LOSSES = {"mse": mse_loss, "cross_entropy": cross_entropy_loss}
+
+
+# --- Reinforcement learning -------------------------------------------------------------------
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def reinforce_loss(model: nn.Module, params: Params, batch: Batch) -> Tensor:
+    """Vanilla policy gradient (REINFORCE with a baseline), the MAML paper's inner loss for RL
+    (Sec. 5.2): ``-E[log pi(a|s) * A]`` over the valid steps of the task's episodes."""
+    log_probs = forward(model, params, batch["observations"]).log_prob(batch["actions"])
+    return -_masked_mean(log_probs * batch["advantages"], batch["mask"])
+
+
+def surrogate_loss(model: nn.Module, params: Params, batch: Batch) -> Tensor:
+    """TRPO's surrogate (Schulman et al. 2015, Eq. 14): ``-E[pi(a|s) / pi_old(a|s) * A]``, with
+    pi_old the policy that sampled the batch. Its gradient at pi = pi_old is the policy gradient."""
+    log_probs = forward(model, params, batch["observations"]).log_prob(batch["actions"])
+    ratio = torch.exp(log_probs - batch["log_probs"])
+    return -_masked_mean(ratio * batch["advantages"], batch["mask"])
+
+
+def kl_divergence(model: nn.Module, old_params: Params, params: Params, batch: Batch) -> Tensor:
+    """Mean ``KL(pi_old(.|s) || pi(.|s))`` over the valid states of the batch (TRPO's
+    constraint)."""
+    old = forward(model, {k: v.detach() for k, v in old_params.items()}, batch["observations"])
+    new = forward(model, params, batch["observations"])
+    return _masked_mean(torch.distributions.kl_divergence(old, new), batch["mask"])

@@ -6,6 +6,7 @@ Nothing here knows about adaptation: MAML passes each task's parameters through
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -22,7 +23,7 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int], nonlinearity: st
     """A fully connected network ``in -> hidden... -> out`` with no output activation."""
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden_sizes]
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), NONLINEARITIES[nonlinearity]()]
     layers.append(nn.Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)
@@ -40,10 +41,14 @@ class RegressionMLP(nn.Module):
 
 
 class GaussianMLPPolicy(nn.Module):
-    """Gaussian policy with an MLP mean and a learned state-independent log-std (paper, Sec. 5.2)."""
+    """Gaussian policy: MLP mean, learned state-independent log-std (MAML paper, Sec. 5.2)."""
 
     def __init__(
-        self, obs_dim: int, act_dim: int, hidden_sizes=(100, 100), nonlinearity="relu",
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes=(100, 100),
+        nonlinearity="relu",
         init_std: float = 1.0,
     ):
         super().__init__()
@@ -57,7 +62,9 @@ class GaussianMLPPolicy(nn.Module):
 class CategoricalMLPPolicy(nn.Module):
     """Categorical policy over discrete actions with MLP logits."""
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden_sizes=(100, 100), nonlinearity="relu"):
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden_sizes=(100, 100), nonlinearity="relu"
+    ):
         super().__init__()
         self.logits = mlp(obs_dim, num_actions, hidden_sizes, nonlinearity)
 
@@ -70,8 +77,10 @@ def build_model(
 ) -> nn.Module:
     """The module for a family: a regressor for supervised families, else a stochastic policy."""
     if not isinstance(observation_space, gym.spaces.Box):
-        raise ValueError(f"observation space {observation_space} is not a Box; "
-                         "only flat Box observations are supported by the MLP policies")
+        raise ValueError(
+            f"observation space {observation_space} is not a Box; "
+            "only flat Box observations are supported by the MLP policies"
+        )
     obs_dim = int(np.prod(observation_space.shape))
     hidden, act = policy_config.hidden_sizes, policy_config.nonlinearity
     if isinstance(action_space, gym.spaces.Discrete):
@@ -85,3 +94,23 @@ def build_model(
             return RegressionMLP(obs_dim, act_dim, hidden, act)
         return GaussianMLPPolicy(obs_dim, act_dim, hidden, act, policy_config.init_std)
     raise ValueError(f"action space {action_space} is neither Box nor Discrete")
+
+
+def distribution_tensors(
+    dist: torch.distributions.Distribution,
+) -> tuple[str, tuple[torch.Tensor, ...]]:
+    """The tensors that define one of our policy distributions (to cross ``torch.func.vmap``)."""
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        base = dist.base_dist
+        return "gaussian", (base.loc, base.scale.expand_as(base.loc))
+    if isinstance(dist, Categorical):
+        return "categorical", (dist.logits,)
+    raise TypeError(f"unsupported policy distribution {type(dist).__name__}")
+
+
+def distribution_from_tensors(kind: str, tensors) -> torch.distributions.Distribution:
+    """Inverse of :func:`distribution_tensors`."""
+    if kind == "gaussian":
+        loc, scale = tensors
+        return Independent(Normal(loc, scale), 1)
+    return Categorical(logits=tensors[0])

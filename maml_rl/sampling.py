@@ -40,9 +40,7 @@ class SupervisedSampler:
         space = self.env.single_action_space
         # The action does not change the target; a fixed valid one keeps the step cheap.
         self._action = np.zeros((self.env.num_envs, *space.shape), dtype=space.dtype)
-        self._target_dtype = (
-            torch.long if isinstance(space, gym.spaces.Discrete) else torch.float32
-        )
+        self._target_dtype = torch.long if isinstance(space, gym.spaces.Discrete) else torch.float32
 
     def sample(self, tasks: Sequence[Any]) -> dict[str, torch.Tensor]:
         if len(tasks) != self.num_tasks:
@@ -69,4 +67,134 @@ class SupervisedSampler:
 
 def split_shots(batch: dict[str, torch.Tensor], first: int):
     """Split ``[M, S, ...]`` tensors along the shot dim into ``[:first]`` and ``[first:]``."""
-    return ({k: v[:, :first] for k, v in batch.items()}, {k: v[:, first:] for k, v in batch.items()})
+    return (
+        {k: v[:, :first] for k, v in batch.items()},
+        {k: v[:, first:] for k, v in batch.items()},
+    )
+
+
+class EpisodeSampler:
+    """Rolls out M tasks x N episodes together in one batched task env.
+
+    Sub-env ``i * N + n`` holds task i. The policy runs on ``device`` with either one set of
+    parameters for every task (the meta-parameters, before adaptation) or per-task parameters
+    stacked along a leading task dimension (after adaptation), evaluated with one
+    ``torch.func.vmap`` call per step. Physics stays on the CPU. Episodes that end early
+    (terminated, e.g. Ant falling) are masked from that step on.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        num_tasks: int,
+        episodes_per_task: int,
+        horizon: int,
+        seed: int,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
+        self.horizon, self.device = horizon, torch.device(device)
+        self.env = make_task_vector_env(
+            env_id, num_tasks * episodes_per_task, max_episode_steps=horizon, **env_kwargs
+        )
+        self.env.reset(seed=seed)
+        space = self.env.single_action_space
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self._low = None if self.discrete else space.low
+        self._high = None if self.discrete else space.high
+        self.steps_sampled = 0
+
+    def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool):
+        """Episodes ``[M, N, T, ...]`` of ``policy`` with ``params`` (stacked per task when
+        ``per_task``), sampled without building any autograd graph."""
+        from maml_rl.adaptation import forward
+        from maml_rl.episodes import Episodes
+
+        if len(tasks) != self.num_tasks:
+            raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
+        m, n, horizon = self.num_tasks, self.episodes_per_task, self.horizon
+        self.env.set_tasks([task for task in tasks for _ in range(n)])
+        obs, _ = self.env.reset()
+        b = m * n
+        obs_buf = np.zeros((horizon, b, *obs.shape[1:]), dtype=np.float32)
+        act_buf: list[torch.Tensor] = []
+        logp_buf: list[torch.Tensor] = []
+        rew_buf = np.zeros((horizon, b), dtype=np.float32)
+        alive_buf = np.zeros((horizon, b), dtype=np.float32)
+        done = np.zeros(b, dtype=bool)
+        act = _actor(policy, params, per_task, m, forward)
+        with torch.no_grad():
+            for t in range(horizon):
+                obs_buf[t] = obs
+                actions, log_probs = act(torch.as_tensor(obs_buf[t], device=self.device))
+                act_buf.append(actions)
+                logp_buf.append(log_probs)
+                env_actions = actions.cpu().numpy()
+                if not self.discrete:
+                    env_actions = np.clip(env_actions, self._low, self._high)
+                alive_buf[t] = ~done
+                obs, reward, terminated, truncated, _ = self.env.step(env_actions)
+                rew_buf[t] = reward
+                done |= terminated | truncated
+                if done.all():
+                    horizon = t + 1
+                    break
+        self.steps_sampled += int(alive_buf[:horizon].sum())
+
+        def shaped(x: torch.Tensor) -> torch.Tensor:  # [T, B, ...] -> [M, N, T, ...]
+            x = x[:horizon].to(self.device)
+            return x.reshape(horizon, m, n, *x.shape[2:]).movedim(0, 2).contiguous()
+
+        mask = shaped(torch.from_numpy(alive_buf))
+        return Episodes(
+            observations=shaped(torch.from_numpy(obs_buf)),
+            actions=shaped(torch.stack(act_buf)),
+            rewards=shaped(torch.from_numpy(rew_buf)) * mask,
+            mask=mask,
+            log_probs=shaped(torch.stack(logp_buf)),
+            lengths=mask.sum(-1).long(),
+        )
+
+    def rng_state(self) -> Any:
+        return self.env.rng_state() if hasattr(self.env, "rng_state") else None
+
+    def set_rng_state(self, state: Any) -> None:
+        if state is not None and hasattr(self.env, "set_rng_state"):
+            self.env.set_rng_state(state)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _actor(policy, params, per_task: bool, num_tasks: int, forward):
+    """``obs [B, D] -> (actions [B, ...], log_probs [B])`` for shared or per-task parameters."""
+    if not per_task:
+
+        def act(obs):
+            dist = forward(policy, params, obs)
+            actions = dist.sample()
+            return actions, dist.log_prob(actions)
+
+        return act
+
+    from torch.func import vmap
+
+    from maml_rl.policies import distribution_from_tensors, distribution_tensors
+
+    kind = {}
+
+    def tensors(p, o):
+        name, values = distribution_tensors(forward(policy, p, o))
+        kind["name"] = name
+        return values
+
+    batched = vmap(tensors)
+
+    def act(obs):
+        values = batched(params, obs.reshape(num_tasks, -1, *obs.shape[1:]))
+        dist = distribution_from_tensors(kind["name"], [v.flatten(0, 1) for v in values])
+        actions = dist.sample()
+        return actions, dist.log_prob(actions)
+
+    return act

@@ -17,7 +17,7 @@ from maml_rl.adaptation import adapted_losses, meta_parameters
 from maml_rl.config import Config
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
 from maml_rl.family import TaskFamily
-from maml_rl.meta_optimizers import NonFiniteError, make_plain_optimizer, plain_meta_step
+from maml_rl.meta_optimizers import make_plain_optimizer, plain_meta_step
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots

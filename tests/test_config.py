@@ -15,8 +15,16 @@ def _error(overrides, path=None):
 
 
 def test_defaults_and_overrides_are_typed():
-    config = load_config(None, ["inner.lr=[0.1, 0.05]", "inner.steps=3", "meta.lr=1e-4",
-                                "env.kwargs={amplitude_range: [1, 2]}", "device=cpu"])
+    config = load_config(
+        None,
+        [
+            "inner.lr=[0.1, 0.05]",
+            "inner.steps=3",
+            "meta.lr=1e-4",
+            "env.kwargs={amplitude_range: [1, 2]}",
+            "device=cpu",
+        ],
+    )
     assert config.inner.lr == [0.1, 0.05]
     assert config.inner_step_sizes() == [0.1, 0.05, 0.05]
     assert config.meta.lr == pytest.approx(1e-4)
@@ -38,7 +46,10 @@ def test_unknown_key_suggests_the_nearest():
         ("inner.steps=abc", "inner.steps: expected an integer, got 'abc'"),
         ("inner.steps=1.5", "inner.steps: expected an integer, got 1.5"),
         ("inner.first_order=maybe", "inner.first_order: expected true or false, got 'maybe'"),
-        ("meta.optimizer=rmsprop", "meta.optimizer: expected one of adam, sgd, trpo, got 'rmsprop'"),
+        (
+            "meta.optimizer=rmsprop",
+            "meta.optimizer: expected one of adam, sgd, trpo, got 'rmsprop'",
+        ),
         ("policy.hidden_sizes=[]", "policy.hidden_sizes: expected a non-empty list of integers"),
         ("inner=3", "inner: expected a mapping of keys, got 3"),
     ],
@@ -87,7 +98,7 @@ def test_resolved_config_round_trips(tmp_path):
         (["configs/sinusoid.yaml", "inner.steps=zero"], "inner.steps: expected an integer"),
         (["configs/sinusoid.yaml", "inner.steps=-1"], "inner.steps: must be >= 1"),
         (["missing.yaml"], "config file 'missing.yaml' not found"),
-        (["configs/sinusoid.yaml", "env.id=maml/Sinusoid-v9"], "did you mean 'maml/Sinusoid-v0'"),
+        (["configs/sinusoid.yaml", "env.id=maml/Sinusoid-v9"], "Did you mean 'maml/Sinusoid-v0'"),
         ([], "missing CONFIG file"),
         (["--resume", "no/such/run"], "is not a run directory"),
     ],

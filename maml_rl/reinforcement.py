@@ -1,0 +1,192 @@
+"""MAML for reinforcement learning (Finn et al. 2017, Algorithm 3).
+
+One meta-iteration: draw M tasks; for each inner step roll out N episodes per task with the
+current (per-task) parameters, fit the linear baseline per task and take a REINFORCE step (Eq. 1);
+roll out fresh query episodes with the adapted parameters; then update theta on the query
+surrogate, differentiated through the adaptation: plain (Adam/SGD) or TRPO (Schulman et al. 2015)
+with Hessian-vector products of the KL through the inner step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters
+from maml_rl.baselines import LinearFeatureBaseline
+from maml_rl.config import Config
+from maml_rl.episodes import Episodes, process_episodes
+from maml_rl.evaluation import AdaptationCurve
+from maml_rl.family import TaskFamily
+from maml_rl.meta_optimizers import check_finite, make_plain_optimizer, plain_meta_step
+from maml_rl.objectives import kl_divergence, reinforce_loss, surrogate_loss
+from maml_rl.policies import build_model
+from maml_rl.sampling import EpisodeSampler
+from maml_rl.trpo import trpo_step
+
+
+class RLMetaLearner:
+    """Policy, baseline, samplers and meta-optimizer of an RL MAML run."""
+
+    def __init__(self, config: Config, family: TaskFamily, device: str) -> None:
+        self.config, self.family, self.device = config, family, device
+        self.model = build_model(
+            config.policy, family.observation_space, family.action_space, supervised=False
+        ).to(device)
+        self.horizon = config.sampling.horizon or family.max_episode_steps
+        if not self.horizon:
+            raise ValueError(f"sampling.horizon: 0 needs env '{family.env_id}' to be registered "
+                             "with max_episode_steps; set sampling.horizon to a positive integer")
+        self.baseline = LinearFeatureBaseline()
+        self.batching = config.task_batching(supervised=False, device=device)
+        self.optimizer = (
+            None if config.meta.optimizer == "trpo"
+            else make_plain_optimizer(config.meta, self.model.parameters())
+        )
+        s = config.sampling
+        self.support_sampler = self._sampler(s.meta_batch_size, s.support_size, config.seed)
+        self.query_sampler = self._sampler(s.meta_batch_size, s.query_size, config.seed + 1)
+        self._adapt_seconds = 0.0
+
+    def _sampler(self, num_tasks: int, episodes: int, seed: int) -> EpisodeSampler:
+        return EpisodeSampler(
+            self.family.env_id, self.family.env_kwargs, num_tasks, episodes, self.horizon,
+            seed, self.device,
+        )
+
+    def _process(self, episodes: Episodes) -> dict[str, torch.Tensor]:
+        return process_episodes(
+            episodes, self.baseline, self.config.inner.gamma, self.config.inner.gae_lambda
+        )
+
+    def inner_loop(
+        self, sampler: EpisodeSampler, tasks: list[Any], step_sizes: list[float], on_episodes=None,
+    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
+        """``len(step_sizes)`` inner steps with fresh episodes at each: returns the processed
+        support batch of every step and the detached adapted parameters stacked per task (None
+        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k."""
+        params = {k: v.detach() for k, v in meta_parameters(self.model).items()}
+        supports: list[dict[str, torch.Tensor]] = []
+        adapted = None
+        for k in range(len(step_sizes)):
+            episodes = sampler.sample(tasks, self.model, adapted if k else params, per_task=k > 0)
+            if on_episodes is not None:
+                on_episodes(k, episodes)
+            supports.append(self._process(episodes))
+            start = time.perf_counter()
+            # Only the values are needed to sample with: no second-order graph here.
+            adapted = adapt_tasks(self.model, params, reinforce_loss, supports,
+                                  step_sizes[: k + 1], first_order=True, batching=self.batching)
+            adapted = {name: v.detach() for name, v in adapted.items()}
+            self._adapt_seconds += time.perf_counter() - start
+        return supports, adapted
+
+    def _outer(self, supports, query, old_params) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task surrogate and KL of the adapted policies, differentiable in theta."""
+        cfg = self.config
+        params = meta_parameters(self.model)
+        step_sizes = cfg.inner_step_sizes()
+        functional = self.batching == "vmap"
+
+        def task(task_supports, task_query, task_old):
+            adapted = adapt(self.model, params, reinforce_loss, list(task_supports), step_sizes,
+                            cfg.inner.first_order, functional=functional)
+            return (surrogate_loss(self.model, adapted, task_query),
+                    kl_divergence(self.model, task_old, adapted, task_query))
+
+        return map_tasks(task, supports, query, old_params, batching=self.batching)
+
+    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]:
+        returns: dict[int, float] = {}
+        self._adapt_seconds = 0.0
+        start = time.perf_counter()
+        steps_before = self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
+        supports, adapted = self.inner_loop(
+            self.support_sampler, tasks, self.config.inner_step_sizes(),
+            lambda k, episodes: returns.setdefault(k, episodes.task_returns().mean().item()),
+        )
+        query_episodes = self.query_sampler.sample(tasks, self.model, adapted, per_task=True)
+        query = self._process(query_episodes)
+        sampled = time.perf_counter()
+        metrics = self._meta_step(supports, query, adapted)
+        end = time.perf_counter()
+        sampling = sampled - start - self._adapt_seconds
+        env_steps = (self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
+                     - steps_before)
+        metrics.update({
+            "return/pre_adaptation": returns[0],
+            "return/post_adaptation": query_episodes.task_returns().mean().item(),
+            "time/sampling_s": sampling,
+            "time/adaptation_s": self._adapt_seconds,
+            "time/meta_step_s": end - sampled,
+            "perf/env_steps_per_s": env_steps / max(sampling, 1e-9),
+        })
+        return metrics
+
+    def _meta_step(self, supports, query, old_params) -> dict[str, float]:
+        meta = self.config.meta
+        if meta.optimizer != "trpo":
+            surrogate, kl = self._outer(supports, query, old_params)
+            loss = surrogate.mean()
+            plain_meta_step(self.optimizer, loss, self.model.parameters())
+            return {"surrogate/before": loss.item(), "kl": kl.mean().item()}
+        stored: dict[str, torch.Tensor] = {}
+
+        def loss_fn() -> torch.Tensor:
+            surrogate, kl = self._outer(supports, query, old_params)
+            stored["kl"] = kl.mean()
+            return surrogate.mean()
+
+        info = trpo_step(
+            list(self.model.parameters()), loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
+            cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
+            backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
+        )
+        check_finite("surrogate loss", info.loss_before)
+        return {
+            "surrogate/before": info.loss_before,
+            "surrogate/after": info.loss_after,
+            "kl": info.kl,
+            "trpo/ls_steps": info.ls_steps,
+            "trpo/accepted": float(info.accepted),
+        }
+
+    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str = "maml",
+                 episodes: int | None = None) -> AdaptationCurve:
+        """Mean return per task after 0..steps inner steps, fresh episodes at each step."""
+        ev = self.config.evaluation
+        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        sampler = self._sampler(num_tasks, episodes or ev.support_size
+                                or self.config.sampling.support_size, seed)
+        per_step: list[torch.Tensor] = []
+        record = lambda k, episodes: per_step.append(episodes.task_returns().cpu())  # noqa: E731
+        _, adapted = self.inner_loop(
+            sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), record
+        )
+        record(steps, sampler.sample(tasks, self.model, adapted if steps else
+                                     meta_parameters(self.model), per_task=steps > 0))
+        sampler.close()
+        per_task = torch.stack(per_step, dim=1).double().numpy()
+        return AdaptationCurve(method, "return", list(range(steps + 1)), per_task, tasks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "support_rng": self.support_sampler.rng_state(),
+            "query_rng": self.query_sampler.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.support_sampler.set_rng_state(state["support_rng"])
+        self.query_sampler.set_rng_state(state["query_rng"])
+
+    def close(self) -> None:
+        self.support_sampler.close()
+        self.query_sampler.close()
