@@ -67,10 +67,17 @@ def _rollout_single(env: gym.Env, task: Any, seed: int, actions: np.ndarray):
     return obs, steps
 
 
-def _check_task_api(env: gym.Env, tasks: list) -> None:
+def _check_task_methods(env: gym.Env) -> None:
     base = env.unwrapped
     for name in ("sample_tasks", "set_task", "get_task"):
-        assert callable(getattr(base, name, None)), f"{type(base).__name__} has no {name}()"
+        assert callable(getattr(base, name, None)), (
+            f"{type(base).__name__} has no {name}(): a task family needs sample_tasks(n, rng), "
+            "set_task(task) and get_task()"
+        )
+
+
+def _check_task_api(env: gym.Env, tasks: list) -> None:
+    base = env.unwrapped
     for task in tasks:
         try:
             hash(task)
@@ -182,6 +189,7 @@ def check_task_family(env_id: str, n_tasks: int = 3, seed: int = 0, steps: int =
     assert n_tasks >= 1, "n_tasks must be >= 1"
     env = gym.make(env_id)
     try:
+        _check_task_methods(env)
         rng = np.random.default_rng(seed)
         tasks = env.unwrapped.sample_tasks(n_tasks, rng)
         assert len(tasks) == n_tasks, f"sample_tasks({n_tasks}) returned {len(tasks)} tasks"

@@ -11,6 +11,7 @@ sampler as soon as it is registered; writing a batched version only makes it fas
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Callable, Sequence
 from copy import deepcopy
 from functools import partial
@@ -25,6 +26,7 @@ from envs.registration import NAMESPACE, register_all
 from envs.vector import reset_mask_from, seeds_for
 
 TASK_METHODS = ("sample_tasks", "set_task")
+VECTOR_TASK_METHODS = ("sample_tasks", "set_tasks")
 
 
 def _task_family(env: gym.Env) -> gym.Env:
@@ -181,7 +183,17 @@ def make_task_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> VectorEnv
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     spec = gym.spec(env_id)
     if spec.vector_entry_point is not None:
-        return gym.make_vec(
+        venv = gym.make_vec(
             env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs
+        )
+        if all(callable(getattr(venv, name, None)) for name in VECTOR_TASK_METHODS):
+            return venv
+        venv.close()
+        # Not a batched task env (e.g. gymnasium's own CartPole vector env): fall back below,
+        # which raises a clear error if the single env is not a task family either.
+        warnings.warn(
+            f"the vector_entry_point of {env_id} has no {' / '.join(VECTOR_TASK_METHODS)}; "
+            "using TaskSyncVectorEnv",
+            stacklevel=2,
         )
     return TaskSyncVectorEnv([partial(gym.make, env_id, **kwargs) for _ in range(num_envs)])
