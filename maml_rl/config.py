@@ -86,6 +86,10 @@ class MetaConfig:
     """Step shrink factor of the TRPO backtracking line search."""
     ls_max_steps: int = field(default=15, metadata=_range(ge=1))
     """Most line-search steps before the update is rejected and the parameters restored."""
+    hvp_task_fraction: float = field(default=1.0, metadata=_range(gt=0, le=1))
+    """Fraction of the meta-batch's tasks whose KL gives the TRPO Hessian-vector products
+    (1.0: exact). Each product costs proportionally less; the line search still checks the KL
+    of every task. Measured in benchmarks/bench_trpo.py."""
     task_batching: Literal["auto", "vmap", "loop"] = "auto"
     """How tasks of a meta-batch are processed together: ``torch.func.vmap`` or a Python loop.
     ``auto`` picks what measured fastest for the family and device (see README)."""

@@ -9,11 +9,13 @@ with Hessian-vector products of the KL through the inner step.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters
 from maml_rl.baselines import LinearFeatureBaseline
@@ -140,10 +142,21 @@ class RLMetaLearner:
             stored["kl"] = kl.mean()
             return surrogate.mean()
 
+        curvature_fn = None
+        num_tasks = query["mask"].shape[0]
+        subset = max(1, math.ceil(meta.hvp_task_fraction * num_tasks))
+        if subset < num_tasks:
+            # Tasks are i.i.d., so the first ones are a random subset of the meta-batch.
+            head = lambda tree: tree_map(lambda v: v[:subset], tree)  # noqa: E731
+
+            def curvature_fn() -> torch.Tensor:
+                return self._outer(head(supports), head(query), head(old_params))[1].mean()
+
         info = trpo_step(
             list(self.model.parameters()), loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
             cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
             backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
+            curvature_fn=curvature_fn,
         )
         check_finite("surrogate loss", info.loss_before)
         return {
@@ -163,11 +176,15 @@ class RLMetaLearner:
                                 or self.config.sampling.support_size, seed)
         per_step: list[torch.Tensor] = []
         record = lambda k, episodes: per_step.append(episodes.task_returns().cpu())  # noqa: E731
-        _, adapted = self.inner_loop(
-            sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), record
-        )
-        record(steps, sampler.sample(tasks, self.model, adapted if steps else
-                                     meta_parameters(self.model), per_task=steps > 0))
+        # Actions are drawn from torch's generator: seed it here, without disturbing training.
+        cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            _, adapted = self.inner_loop(
+                sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), record
+            )
+            record(steps, sampler.sample(tasks, self.model, adapted if steps else
+                                         meta_parameters(self.model), per_task=steps > 0))
         sampler.close()
         per_task = torch.stack(per_step, dim=1).double().numpy()
         return AdaptationCurve(method, "return", list(range(steps + 1)), per_task, tasks)

@@ -276,6 +276,7 @@ def trpo_step(
     cg_damping: float = 1e-5,
     backtrack_ratio: float = 0.8,
     ls_max_steps: int = 15,
+    curvature_fn: Closure | None = None,
 ) -> TRPOStepInfo:
     """One TRPO update of ``params`` in place (Schulman et al. 2015, Appendix C).
 
@@ -302,6 +303,10 @@ def trpo_step(
         cg_damping: damping added to the KL Hessian (MAML: 1e-5).
         backtrack_ratio: line-search shrink factor (MAML: 0.8).
         ls_max_steps: line-search tries (MAML: 15).
+        curvature_fn: closure returning the KL whose Hessian the conjugate gradient uses, when
+            it should differ from ``kl_fn`` (e.g. the KL on a subset of tasks, which makes each
+            product proportionally cheaper); called once, after ``kl_fn``. The step is still
+            scaled by this curvature and accepted on ``kl_fn``'s full KL.
 
     Returns:
         :class:`TRPOStepInfo`.
@@ -313,6 +318,8 @@ def trpo_step(
         grad = _flat_grad(loss, params, retain_graph=True).detach()
         loss_before = loss.item()
         kl = kl_fn()
+        if curvature_fn is not None:
+            kl = curvature_fn()
     hvp = _CountedProduct(hessian_vector_product(kl, params, cg_damping))
     del loss, kl  # the product keeps only the KL-gradient graph it needs
 

@@ -1,0 +1,76 @@
+"""Seconds of the MAML-TRPO meta-step, and how far cheaper curvature estimates move the step.
+
+On one sampled meta-batch of a config, times ``RLMetaLearner._meta_step`` (meta-gradient,
+conjugate gradient with Hessian-vector products through the adaptation, line search) for each
+task batching (loop / vmap) and fraction of tasks in the curvature, from the same parameters,
+and reports the cosine between each variant's parameter update and the exact one.
+
+    python benchmarks/bench_trpo.py configs/navigation_2d.yaml [key=value ...] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+import envs  # noqa: F401
+from maml_rl.config import load_config
+from maml_rl.family import load_family
+from maml_rl.reinforcement import RLMetaLearner
+
+
+def flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25])
+    parser.add_argument("--batchings", nargs="+", default=["loop", "vmap"])
+    args = parser.parse_args()
+    config = load_config(args.config, [*args.overrides, "device=cpu"])
+    family = load_family(config.env.id, config.env.kwargs)
+    learner = RLMetaLearner(config, family, "cpu")
+    tasks = family.sample_tasks(config.sampling.meta_batch_size, np.random.default_rng(0))
+    start = time.perf_counter()
+    supports, adapted = learner.inner_loop(learner.support_sampler, tasks,
+                                           config.inner_step_sizes())
+    query = learner._process(learner.query_sampler.sample(tasks, learner.model, adapted, True))
+    sampling = time.perf_counter() - start
+    initial = copy.deepcopy(learner.model.state_dict())
+    theta = flat(learner.model)
+    steps = int(query["mask"].sum())
+    print(f"{config.env.id}: {config.sampling.meta_batch_size} tasks, {steps} query steps, "
+          f"policy {config.policy.hidden_sizes} {config.policy.nonlinearity}, "
+          f"{torch.get_num_threads()} threads; sampling+inner loop {sampling:.2f} s")
+    reference = None
+    for fraction in args.fractions:
+        for batching in args.batchings:
+            learner.batching = batching
+            learner.config.meta.hvp_task_fraction = fraction
+            times = []
+            for _ in range(args.repeats):
+                learner.model.load_state_dict(initial)
+                t = time.perf_counter()
+                info = learner._meta_step(supports, query, adapted)
+                times.append(time.perf_counter() - t)
+            update = flat(learner.model) - theta
+            if reference is None:
+                reference = update
+            cos = torch.nn.functional.cosine_similarity(update, reference, dim=0).item()
+            print(f"  curvature on {fraction:4.0%} of tasks, {batching:<4}: "
+                  f"meta-step {min(times):6.2f} s (best of {args.repeats}), "
+                  f"surrogate {info['surrogate/before']:+.4f} -> {info['surrogate/after']:+.4f}, "
+                  f"KL {info['kl']:.4f}, line-search steps {info['trpo/ls_steps']}, "
+                  f"cosine to exact update {cos:.3f}")
+
+
+if __name__ == "__main__":
+    main()
