@@ -331,3 +331,16 @@ def test_single_env_pickles_with_its_arguments():
     env = HalfCheetahVelEnv(paper_mdp=False, velocity_range=(0.5, 1.0))
     clone = pickle.loads(pickle.dumps(env))
     assert clone.frame_skip == 5 and clone.mdp.velocity_range == (0.5, 1.0)
+
+
+def test_physics_threads_do_not_change_the_transitions():
+    actions = random_actions(gym.spaces.Box(-1, 1, (8,)), (15, 5), seed=0)
+    runs = []
+    for nthread in (0, 1, 2):
+        venv = make_task_vector_env("maml/AntGoal-v0", 5, nthread=nthread)
+        venv.set_tasks(venv.sample_tasks(5, np.random.default_rng(0)))
+        obs = [venv.reset(seed=0)[0]] + [venv.step(a)[0] for a in actions]
+        runs.append(np.stack(obs))
+        venv.close()
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
