@@ -2,9 +2,9 @@
 
 Importing this package registers every family under the ``maml`` namespace, e.g.
 ``gymnasium.make("maml/Sinusoid-v0")``. Each family is a ``gymnasium.Env`` with
-``sample_tasks(n, rng)`` and ``set_task(task)``; most have a batched
-``gymnasium.vector.VectorEnv`` (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``)
-whose sub-envs each hold their own task (``set_tasks(tasks)``).
+``sample_tasks(n, rng)`` and ``set_task(task)``; most have a batched ``gymnasium.vector.VectorEnv``
+(``envs.generic.make_task_vector_env``) whose sub-envs each hold their own task
+(``set_tasks(tasks)``).
 """
 
 from envs.registration import register_all

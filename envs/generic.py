@@ -160,9 +160,9 @@ def known_env_ids(namespace: str = NAMESPACE) -> list[str]:
 def unknown_env_message(env_id: str) -> str:
     """Error text for an unknown id: the nearest registered ids and every ``maml/`` id."""
     known = known_env_ids()
-    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.5) or difflib.get_close_matches(
-        env_id, list(gym.registry), n=3, cutoff=0.6
-    )
+    # The whole registry first (a user's own namespace), then the looser maml/ match.
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    close = close or difflib.get_close_matches(env_id, known, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"unknown environment id {env_id!r}.{hint} Known {NAMESPACE}/ ids: {', '.join(known)}"
 

@@ -87,6 +87,8 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
         self.device = config.resolve_device()
+        if config.threads:
+            torch.set_num_threads(config.threads)
         self.task_rng = seed_everything(config.seed)
         self.family = load_family(config.env.id, config.env.kwargs, config.env.module)
         self.learner = build_learner(config, self.family, self.device)
