@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25])
     parser.add_argument("--batchings", nargs="+", default=["loop", "vmap"])
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     config = load_config(args.config, [*args.overrides, "device=cpu"])
+    if config.threads:
+        torch.set_num_threads(config.threads)
     family = load_family(config.env.id, config.env.kwargs)
     learner = RLMetaLearner(config, family, "cpu")
     tasks = family.sample_tasks(config.sampling.meta_batch_size, np.random.default_rng(0))
