@@ -17,7 +17,23 @@ import torch
 from envs.generic import make_task_vector_env
 
 
-class SupervisedSampler:
+class _VectorEnvSampler:
+    """What both samplers share: a task vector env whose generator states are checkpointed."""
+
+    env: gym.vector.VectorEnv
+
+    def rng_state(self) -> Any:
+        return self.env.rng_state() if hasattr(self.env, "rng_state") else None
+
+    def set_rng_state(self, state: Any) -> None:
+        if state is not None and hasattr(self.env, "set_rng_state"):
+            self.env.set_rng_state(state)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class SupervisedSampler(_VectorEnvSampler):
     """K-shot data of M tasks in one vectorised env step.
 
     Returns ``{"inputs": [M, S, *obs_shape], "targets": [M, S, *target_shape]}``. Sub-env
@@ -54,16 +70,6 @@ class SupervisedSampler:
         targets = targets.reshape(*shape, *targets.shape[1:]).to(self._target_dtype)
         return {"inputs": inputs.to(self.device), "targets": targets.to(self.device)}
 
-    def rng_state(self) -> Any:
-        return self.env.rng_state() if hasattr(self.env, "rng_state") else None
-
-    def set_rng_state(self, state: Any) -> None:
-        if state is not None and hasattr(self.env, "set_rng_state"):
-            self.env.set_rng_state(state)
-
-    def close(self) -> None:
-        self.env.close()
-
 
 def split_shots(batch: dict[str, torch.Tensor], first: int):
     """Split ``[M, S, ...]`` tensors along the shot dim into ``[:first]`` and ``[first:]``."""
@@ -73,7 +79,7 @@ def split_shots(batch: dict[str, torch.Tensor], first: int):
     )
 
 
-class EpisodeSampler:
+class EpisodeSampler(_VectorEnvSampler):
     """Rolls out M tasks x N episodes together in one batched task env.
 
     Sub-env ``i * N + n`` holds task i. The policy runs on ``device`` with either one set of
@@ -155,16 +161,6 @@ class EpisodeSampler:
             log_probs=shaped(torch.stack(logp_buf)),
             lengths=mask.sum(-1).long(),
         )
-
-    def rng_state(self) -> Any:
-        return self.env.rng_state() if hasattr(self.env, "rng_state") else None
-
-    def set_rng_state(self, state: Any) -> None:
-        if state is not None and hasattr(self.env, "set_rng_state"):
-            self.env.set_rng_state(state)
-
-    def close(self) -> None:
-        self.env.close()
 
 
 def _actor(policy, params, per_task: bool, num_tasks: int, forward):
