@@ -64,3 +64,55 @@ def train_main(argv: list[str] | None = None) -> int:
     if result.message:
         print(result.message, file=sys.stderr)
     return {"completed": 0, "interrupted": 130, "non-finite": 1}[result.status]
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/evaluate.py``: adaptation curve of a trained run on held-out
+    tasks, written to ``RUN_DIR/eval/`` and printed as a table."""
+    from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from maml_rl.evaluation import format_table, write_results
+    from maml_rl.family import load_family
+    from maml_rl.seeding import seed_everything
+    from maml_rl.trainer import build_learner
+
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py", description="Adapt a trained run to held-out tasks (0..K steps)."
+    )
+    parser.add_argument("run_dir", type=Path, help="a run directory written by train.py")
+    parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoint.pt")
+    parser.add_argument("--steps", type=int, help="largest number of inner steps (default: "
+                        "evaluation.steps of the run's config)")
+    parser.add_argument("--tasks", type=int, help="held-out tasks (default: evaluation.num_tasks)")
+    parser.add_argument("--seed", type=int, help="seed of the held-out tasks (default: "
+                        "evaluation.seed)")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/eval)")
+    ns = parser.parse_args(argv)
+    try:
+        if not (ns.run_dir / "config.yaml").is_file():
+            raise ConfigError(f"run_dir: '{ns.run_dir}' is not a run directory (no config.yaml)")
+        checkpoint = ns.checkpoint or ns.run_dir / CHECKPOINT_NAME
+        if not checkpoint.is_file():
+            raise ConfigError(f"--checkpoint: '{checkpoint}' not found")
+        for name in ("steps", "tasks"):
+            value = getattr(ns, name)
+            if value is not None and value < (0 if name == "steps" else 1):
+                raise ConfigError(f"--{name}: must be >= {0 if name == 'steps' else 1}, "
+                                  f"got {value}")
+        config = load_config(ns.run_dir / "config.yaml")
+        device = config.resolve_device()
+        seed_everything(config.seed)
+        family = load_family(config.env.id, config.env.kwargs, config.env.module)
+        learner = build_learner(config, family, device)
+        learner.load_state_dict(load_checkpoint(checkpoint, map_location=device)["learner"])
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ev = config.evaluation
+    curve = learner.evaluate(ns.tasks or ev.num_tasks,
+                             ev.steps if ns.steps is None else ns.steps,
+                             ev.seed if ns.seed is None else ns.seed)
+    learner.close()
+    paths = write_results([curve], ns.out or ns.run_dir / "eval")
+    print(format_table([curve]))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0

@@ -141,3 +141,19 @@ def test_evaluation_is_deterministic_for_a_seed(tmp_path):
 def test_resume_without_checkpoint_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         Trainer(_config("training.iterations=2"), tmp_path, resume=True)
+
+
+def test_evaluate_script_on_a_run_directory(tmp_path, capsys):
+    from maml_rl.cli import evaluate_main
+
+    Trainer(_config("training.iterations=3", "evaluation.at_end=false"), tmp_path).train()
+    assert evaluate_main([str(tmp_path), "--steps", "2", "--tasks", "12", "--seed", "5"]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["maml"]["steps"] == [0, 1, 2] and len(results["maml"]["tasks"]) == 12
+    first = results["maml"]["mean"]
+    assert evaluate_main([str(tmp_path), "--steps", "2", "--tasks", "12", "--seed", "5"]) == 0
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["maml"]["mean"] == first
+    assert "mse on 12 held-out tasks" in capsys.readouterr().out
+    assert evaluate_main([str(tmp_path / "nope")]) == 2
+    assert evaluate_main([str(tmp_path), "--tasks", "0"]) == 2
+    assert "--tasks: must be >= 1, got 0" in capsys.readouterr().err
