@@ -304,7 +304,8 @@ def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
             raise ConfigError(f"{key}: must be <= {bounds['le']}, got {value!r}")
 
 
-_POSITIVE_LISTS = {"inner.lr", "evaluation.lr", "policy.hidden_sizes"}
+# Keys whose value (a number, or every entry of a list) must be positive.
+_POSITIVE = {"inner.lr", "evaluation.lr", "policy.hidden_sizes"}
 
 
 def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -355,7 +356,7 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
         except TypeError:
             raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}") from None
         _check_bounds(key, coerced, fields[name].metadata.get("bounds", {}))
-        if key in _POSITIVE_LISTS and isinstance(coerced, list):
+        if key in _POSITIVE:
             _check_bounds(key, coerced, {"gt": 0})
         kwargs[name] = coerced
     return cls(**kwargs)
@@ -363,17 +364,7 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested mapping (as read from YAML) into a :class:`Config`."""
-    config = _build(Config, data)
-    _check_consistency(config)
-    return config
-
-
-def _check_consistency(config: Config) -> None:
-    """Rules that involve more than one key."""
-    if config.inner.lr is not None and isinstance(config.inner.lr, float):
-        _check_bounds("inner.lr", config.inner.lr, {"gt": 0})
-    if config.evaluation.lr is not None and isinstance(config.evaluation.lr, float):
-        _check_bounds("evaluation.lr", config.evaluation.lr, {"gt": 0})
+    return _build(Config, data)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

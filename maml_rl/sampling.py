@@ -13,8 +13,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from torch.func import vmap
 
 from envs.generic import make_task_vector_env
+from maml_rl.adaptation import forward
+from maml_rl.episodes import Episodes
+from maml_rl.policies import distribution_from_tensors, distribution_tensors
 
 
 class _VectorEnvSampler:
@@ -114,9 +118,6 @@ class EpisodeSampler(_VectorEnvSampler):
     def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool):
         """Episodes ``[M, N, T, ...]`` of ``policy`` with ``params`` (stacked per task when
         ``per_task``), sampled without building any autograd graph."""
-        from maml_rl.adaptation import forward
-        from maml_rl.episodes import Episodes
-
         if len(tasks) != self.num_tasks:
             raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
         m, n, horizon = self.num_tasks, self.episodes_per_task, self.horizon
@@ -129,7 +130,7 @@ class EpisodeSampler(_VectorEnvSampler):
         rew_buf = np.zeros((horizon, b), dtype=np.float32)
         alive_buf = np.zeros((horizon, b), dtype=np.float32)
         done = np.zeros(b, dtype=bool)
-        act = _actor(policy, params, per_task, m, forward)
+        act = _actor(policy, params, per_task, m)
         with torch.no_grad():
             for t in range(horizon):
                 obs_buf[t] = obs
@@ -163,7 +164,7 @@ class EpisodeSampler(_VectorEnvSampler):
         )
 
 
-def _actor(policy, params, per_task: bool, num_tasks: int, forward):
+def _actor(policy, params, per_task: bool, num_tasks: int):
     """``obs [B, D] -> (actions [B, ...], log_probs [B])`` for shared or per-task parameters."""
     if not per_task:
 
@@ -173,10 +174,6 @@ def _actor(policy, params, per_task: bool, num_tasks: int, forward):
             return actions, dist.log_prob(actions)
 
         return act
-
-    from torch.func import vmap
-
-    from maml_rl.policies import distribution_from_tensors, distribution_tensors
 
     kind = {}
 
