@@ -22,13 +22,20 @@ def navigation_step(
     goals: np.ndarray,
     max_action: float,
     goal_tolerance: float | None,
+    normalized_actions: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """One step for a batch: ``(new_position, reward, terminated, info)``; arrays over the batch.
 
-    The action is a velocity clipped to ``[-max_action, max_action]^2``; the reward is minus the
-    Euclidean distance to the goal after the move.
+    The displacement is the action clipped to ``[-max_action, max_action]^2`` or, with
+    ``normalized_actions``, the action clipped to ``[-1, 1]^2`` and scaled by ``max_action``
+    (rllab's ``normalize`` wrapper, which the original MAML code put around this env). The reward
+    is minus the Euclidean distance to the goal after the move.
     """
-    position = position + np.clip(actions, -max_action, max_action)
+    if normalized_actions:
+        displacement = np.clip(actions, -1.0, 1.0) * max_action
+    else:
+        displacement = np.clip(actions, -max_action, max_action)
+    position = position + displacement
     offset = position - goals
     distance = np.sqrt(np.sum(offset**2, axis=-1))
     if goal_tolerance is None:
@@ -50,8 +57,12 @@ class Navigation2DEnv(gym.Env):
     ``Box(-inf, inf, (2,), float32)``: the position of the point.
 
     ## Action
-    ``Box(-max_action, max_action, (2,), float32)``: a displacement; actions outside the box are
-    clipped before they are applied.
+    With ``normalized_actions=True`` (the default): ``Box(-1, 1, (2,), float32)``, a displacement
+    in units of ``max_action``. This is the MDP the paper's numbers come from: the original code
+    wrapped the env in rllab's ``normalize``, so a unit-std Gaussian policy explores at the scale
+    of the velocity bound. ``False`` gives ``Box(-max_action, max_action)`` and raw displacements
+    (pytorch-maml-rl's variant), where a unit-std policy almost always saturates the clip.
+    Actions outside the box are clipped before they are applied.
 
     ## Rewards
     ``reward = -||position - goal||_2`` after the move; ``info["reward_distance"]`` is that term
@@ -62,6 +73,7 @@ class Navigation2DEnv(gym.Env):
     * ``goal_range``: bounds of each goal coordinate, default ``(-0.5, 0.5)``.
     * ``max_action``: the velocity bound, default ``0.1``.
     * ``goal_tolerance``: termination radius per coordinate, default ``0.01``.
+    * ``normalized_actions``: actions in ``[-1, 1]`` scaled by ``max_action``, default ``True``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -71,14 +83,15 @@ class Navigation2DEnv(gym.Env):
         goal_range: tuple[float, float] = (-0.5, 0.5),
         max_action: float = 0.1,
         goal_tolerance: float | None = 0.01,
+        normalized_actions: bool = True,
     ) -> None:
         self.goal_range = (float(goal_range[0]), float(goal_range[1]))
         self.max_action = float(max_action)
         self.goal_tolerance = None if goal_tolerance is None else float(goal_tolerance)
+        self.normalized_actions = bool(normalized_actions)
+        bound = 1.0 if self.normalized_actions else self.max_action
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.action_space = spaces.Box(
-            -self.max_action, self.max_action, shape=(2,), dtype=np.float32
-        )
+        self.action_space = spaces.Box(-bound, bound, shape=(2,), dtype=np.float32)
         self._task = GoalPositionTask(0.0, 0.0)
         self._goal = np.zeros((1, 2))
         self._position = np.zeros((1, 2))
@@ -103,7 +116,8 @@ class Navigation2DEnv(gym.Env):
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(1, 2)
         self._position, reward, terminated, info = navigation_step(
-            self._position, action, self._goal, self.max_action, self.goal_tolerance
+            self._position, action, self._goal, self.max_action, self.goal_tolerance,
+            self.normalized_actions,
         )
         info = {key: float(value[0]) for key, value in info.items()}
         obs = self._position[0].astype(np.float32)
@@ -137,7 +151,8 @@ class Navigation2DVectorEnv(TaskBatchVectorEnv[GoalPositionTask]):
     def _step_subenvs(self, idx: np.ndarray, actions: np.ndarray):
         env = self.single_env
         position, reward, terminated, info = navigation_step(
-            self._position[idx], actions, self._goals[idx], env.max_action, env.goal_tolerance
+            self._position[idx], actions, self._goals[idx], env.max_action, env.goal_tolerance,
+            env.normalized_actions,
         )
         self._position[idx] = position
         return position.astype(np.float32), reward, terminated, info

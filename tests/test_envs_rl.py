@@ -230,12 +230,24 @@ def test_navigation_clips_actions_rewards_distance_and_stops_at_the_goal():
     env.set_task(GoalPositionTask(0.25, 0.0))
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, [0.0, 0.0])
-    obs, reward, terminated, _, _ = env.step(np.array([5.0, 0.0]))  # clipped to 0.1
+    # Normalised actions (the paper's MDP): [-1, 1] is scaled to a displacement of 0.1.
+    obs, reward, terminated, _, _ = env.step(np.array([5.0, 0.0]))  # clipped to 1 -> 0.1
     np.testing.assert_allclose(obs, [0.1, 0.0])
     assert reward == pytest.approx(-0.15) and not terminated
-    env.step(np.array([0.1, 0.0]))
-    obs, reward, terminated, _, _ = env.step(np.array([0.05, 0.005]))
+    env.step(np.array([1.0, 0.0]))
+    obs, reward, terminated, _, _ = env.step(np.array([0.5, 0.05]))
     assert terminated and reward == pytest.approx(-0.005)
+
+
+def test_navigation_raw_actions_are_clipped_to_the_velocity_bound():
+    env = gym.make("maml/Navigation2D-v0", normalized_actions=False).unwrapped
+    assert env.action_space.high.tolist() == pytest.approx([0.1, 0.1])
+    env.set_task(GoalPositionTask(0.25, 0.0))
+    env.reset(seed=0)
+    obs, _, _, _, _ = env.step(np.array([5.0, 0.0]))  # clipped to 0.1
+    np.testing.assert_allclose(obs, [0.1, 0.0])
+    obs, _, _, _, _ = env.step(np.array([0.05, 0.0]))  # inside the bound: unscaled
+    np.testing.assert_allclose(obs, [0.15, 0.0])
 
 
 def test_planar_kinematics_match_mujoco_subtree_com_and_velocity():
