@@ -66,14 +66,20 @@ class InnerConfig:
     """Discount factor (RL families)."""
     gae_lambda: float = field(default=1.0, metadata=_range(ge=0, le=1))
     """GAE lambda (RL families); 1.0 gives Monte-Carlo returns minus the baseline."""
+    objective: Literal["reinforce", "lvc"] = "reinforce"
+    """Inner policy-gradient objective (RL families). ``reinforce``: ``-E[log pi * A]`` (the MAML
+    paper). ``lvc``: ProMP's low-variance curvature estimator ``-E[pi / pi_old * A]`` (Rothfuss et
+    al. 2019, Eq. 12): the same gradient, a Hessian with the score-function term of the sampling
+    distribution, and an importance weight once theta has moved from the sampling policy."""
 
 
 @dataclass
 class MetaConfig:
     """The meta-update (outer loop)."""
 
-    optimizer: Literal["adam", "sgd", "trpo"] = "adam"
-    """``adam`` / ``sgd``: plain gradient on the post-adaptation loss; ``trpo``: TRPO step."""
+    optimizer: Literal["adam", "sgd", "trpo", "ppo"] = "adam"
+    """``adam`` / ``sgd``: plain gradient on the post-adaptation loss; ``trpo``: TRPO step;
+    ``ppo``: ProMP's clipped surrogate, ``ppo_epochs`` Adam steps per iteration (RL only)."""
     lr: float = field(default=1e-3, metadata=_range(gt=0))
     """Meta learning rate beta (adam / sgd)."""
     max_kl: float = field(default=0.01, metadata=_range(gt=0))
@@ -86,6 +92,13 @@ class MetaConfig:
     """Step shrink factor of the TRPO backtracking line search."""
     ls_max_steps: int = field(default=15, metadata=_range(ge=1))
     """Most line-search steps before the update is rejected and the parameters restored."""
+    ppo_epochs: int = field(default=5, metadata=_range(ge=1))
+    """``ppo``: Adam steps on the same episodes per meta-iteration (ProMP: 5)."""
+    clip_eps: float = field(default=0.3, metadata=_range(gt=0, lt=1))
+    """``ppo``: clipping range of the post-adaptation likelihood ratio (ProMP: 0.3)."""
+    inner_kl_penalty: float = field(default=5e-4, metadata=_range(ge=0))
+    """``ppo``: weight of the KL between the pre-update policies before and after the update,
+    on the support episodes (ProMP's inner trust region, fixed coefficient)."""
     hvp_task_fraction: float = field(default=1.0, metadata=_range(gt=0, le=1))
     """Fraction of the meta-batch's tasks whose KL gives the TRPO Hessian-vector products
     (1.0: exact). Each product costs proportionally less; the line search still checks the KL
@@ -302,6 +315,8 @@ def _check_bounds(key: str, value: Any, bounds: dict[str, float]) -> None:
             raise ConfigError(f"{key}: must be >= {bounds['ge']}, got {value!r}")
         if "le" in bounds and not v <= bounds["le"]:
             raise ConfigError(f"{key}: must be <= {bounds['le']}, got {value!r}")
+        if "lt" in bounds and not v < bounds["lt"]:
+            raise ConfigError(f"{key}: must be < {bounds['lt']}, got {value!r}")
 
 
 # Keys whose value (a number, or every entry of a list) must be positive.

@@ -52,6 +52,24 @@ def surrogate_loss(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     return -_masked_mean(ratio * batch["advantages"], batch["mask"])
 
 
+def clipped_surrogate_loss(
+    model: nn.Module, params: Params, batch: Batch, clip_eps: float
+) -> Tensor:
+    """PPO's clipped surrogate (Schulman et al. 2017, Eq. 7), ProMP's outer objective:
+    ``-E[min(r A, clip(r, 1 - eps, 1 + eps) A)]`` with ``r = pi / pi_old``."""
+    log_probs = forward(model, params, batch["observations"]).log_prob(batch["actions"])
+    ratio = torch.exp(log_probs - batch["log_probs"])
+    advantages = batch["advantages"]
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    return -_masked_mean(torch.min(ratio * advantages, clipped * advantages), batch["mask"])
+
+
+#: Inner RL objectives by ``inner.objective``. ``lvc`` is ProMP's low-variance curvature
+#: estimator (Rothfuss et al. 2019, Eq. 12), which is the TRPO surrogate with the sampling
+#: policy's log-probabilities as the stop-gradient denominator.
+INNER_RL_OBJECTIVES = {"reinforce": reinforce_loss, "lvc": surrogate_loss}
+
+
 def kl_divergence(model: nn.Module, old_params: Params, params: Params, batch: Batch) -> Tensor:
     """Mean ``KL(pi_old(.|s) || pi(.|s))`` over the valid states of the batch (TRPO's
     constraint)."""

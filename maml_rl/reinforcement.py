@@ -3,8 +3,11 @@
 One meta-iteration: draw M tasks; for each inner step roll out N episodes per task with the
 current (per-task) parameters, fit the linear baseline per task and take a REINFORCE step (Eq. 1);
 roll out fresh query episodes with the adapted parameters; then update theta on the query
-surrogate, differentiated through the adaptation: plain (Adam/SGD) or TRPO (Schulman et al. 2015)
-with Hessian-vector products of the KL through the inner step.
+surrogate, differentiated through the adaptation: plain (Adam/SGD), TRPO (Schulman et al. 2015)
+with Hessian-vector products of the KL through the inner step, or ProMP's PPO-style update
+(Rothfuss et al. 2019: clipped surrogate, several Adam steps on the same episodes, a KL penalty on
+the pre-update policy), usually with the low-variance curvature inner objective
+(``inner.objective: lvc``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from maml_rl.episodes import Episodes, process_episodes
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.family import TaskFamily
 from maml_rl.meta_optimizers import check_finite, make_plain_optimizer, plain_meta_step
-from maml_rl.objectives import kl_divergence, reinforce_loss, surrogate_loss
+from maml_rl.objectives import (
+    INNER_RL_OBJECTIVES,
+    clipped_surrogate_loss,
+    kl_divergence,
+    surrogate_loss,
+)
 from maml_rl.policies import build_model
 from maml_rl.sampling import EpisodeSampler
 from maml_rl.trpo import trpo_step
@@ -43,7 +51,9 @@ class RLMetaLearner:
             raise ValueError(f"sampling.horizon: 0 needs env '{family.env_id}' to be registered "
                              "with max_episode_steps; set sampling.horizon to a positive integer")
         self.baseline = LinearFeatureBaseline()
+        self.inner_loss = INNER_RL_OBJECTIVES[config.inner.objective]
         self.batching = config.task_batching(supervised=False, device=device)
+        # ProMP's update is Adam steps on its clipped objective (meta.lr, ProMP: 1e-3).
         self.optimizer = (
             None if config.meta.optimizer == "trpo"
             else make_plain_optimizer(config.meta, self.model.parameters())
@@ -80,7 +90,7 @@ class RLMetaLearner:
             supports.append(self._process(episodes))
             start = time.perf_counter()
             # Only the values are needed to sample with: no second-order graph here.
-            adapted = adapt_tasks(self.model, params, reinforce_loss, supports,
+            adapted = adapt_tasks(self.model, params, self.inner_loss, supports,
                                   step_sizes[: k + 1], first_order=True, batching=self.batching)
             adapted = {name: v.detach() for name, v in adapted.items()}
             self._adapt_seconds += time.perf_counter() - start
@@ -98,7 +108,7 @@ class RLMetaLearner:
         first_order = cfg.inner.first_order or values_only
 
         def task(task_supports, task_query, task_old):
-            adapted = adapt(self.model, params, reinforce_loss, list(task_supports), step_sizes,
+            adapted = adapt(self.model, params, self.inner_loss, list(task_supports), step_sizes,
                             first_order, functional=functional)
             return (surrogate_loss(self.model, adapted, task_query),
                     kl_divergence(self.model, task_old, adapted, task_query))
@@ -135,8 +145,46 @@ class RLMetaLearner:
         })
         return metrics
 
+    def _ppo_objective(self, supports, query, old_adapted, old_theta):
+        """Per-task ProMP terms: the clipped surrogate of the adapted policy on the query
+        episodes, the KL of the pre-update policy from ``old_theta`` on the first support batch
+        (the inner trust region) and the KL of the adapted policy from the sampling one."""
+        cfg = self.config
+        params = meta_parameters(self.model)
+        step_sizes = cfg.inner_step_sizes()
+        functional = self.batching == "vmap"
+
+        def task(task_supports, task_query, task_old):
+            adapted = adapt(self.model, params, self.inner_loss, list(task_supports), step_sizes,
+                            cfg.inner.first_order, functional=functional)
+            return (clipped_surrogate_loss(self.model, adapted, task_query, cfg.meta.clip_eps),
+                    kl_divergence(self.model, old_theta, params, task_supports[0]),
+                    kl_divergence(self.model, task_old, adapted, task_query))
+
+        return map_tasks(task, supports, query, old_adapted, batching=self.batching)
+
+    def _ppo_step(self, supports, query, old_adapted) -> dict[str, float]:
+        """ProMP's meta-update: ``ppo_epochs`` Adam steps, each re-adapting from the current
+        theta on the same support episodes (Rothfuss et al. 2019, Algorithm 1)."""
+        meta = self.config.meta
+        old_theta = {k: v.detach().clone() for k, v in meta_parameters(self.model).items()}
+        first = 0.0
+        for epoch in range(meta.ppo_epochs):
+            clipped, inner_kl, _ = self._ppo_objective(supports, query, old_adapted, old_theta)
+            loss = clipped.mean() + meta.inner_kl_penalty * inner_kl.mean()
+            plain_meta_step(self.optimizer, loss, self.model.parameters())
+            if epoch == 0:
+                first = clipped.mean().item()
+        with torch.no_grad():
+            surrogate, _ = self._outer(supports, query, old_adapted, values_only=True)
+            _, inner_kl, kl = self._ppo_objective(supports, query, old_adapted, old_theta)
+        return {"surrogate/before": first, "surrogate/after": surrogate.mean().item(),
+                "kl": kl.mean().item(), "kl/pre_update": inner_kl.mean().item()}
+
     def _meta_step(self, supports, query, old_params) -> dict[str, float]:
         meta = self.config.meta
+        if meta.optimizer == "ppo":
+            return self._ppo_step(supports, query, old_params)
         if meta.optimizer != "trpo":
             surrogate, kl = self._outer(supports, query, old_params)
             loss = surrogate.mean()

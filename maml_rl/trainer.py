@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from maml_rl.config import Config, save_config
+from maml_rl.config import Config, ConfigError, save_config
 from maml_rl.evaluation import AdaptationCurve, format_table, write_results
 from maml_rl.family import TaskFamily, load_family
 from maml_rl.logger import MetricsLogger
@@ -42,6 +42,13 @@ def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearne
     """The learner for the family's kind."""
     if family.supervised:
         from maml_rl.supervised import SupervisedMetaLearner
+
+        if config.meta.optimizer in ("trpo", "ppo"):
+            # Both constrain a policy's change in KL: undefined for a regression/classifier.
+            raise ConfigError(
+                f"meta.optimizer: '{config.meta.optimizer}' is for RL families and "
+                f"'{family.env_id}' is supervised; allowed here: adam, sgd"
+            )
 
         return SupervisedMetaLearner(config, family, device)
     from maml_rl.reinforcement import RLMetaLearner

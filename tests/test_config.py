@@ -48,7 +48,7 @@ def test_unknown_key_suggests_the_nearest():
         ("inner.first_order=maybe", "inner.first_order: expected true or false, got 'maybe'"),
         (
             "meta.optimizer=rmsprop",
-            "meta.optimizer: expected one of adam, sgd, trpo, got 'rmsprop'",
+            "meta.optimizer: expected one of adam, sgd, trpo, ppo, got 'rmsprop'",
         ),
         ("policy.hidden_sizes=[]", "policy.hidden_sizes: expected a non-empty list of integers"),
         ("inner=3", "inner: expected a mapping of keys, got 3"),
