@@ -1,11 +1,16 @@
 """Seconds of the MAML-TRPO meta-step, and how far cheaper curvature estimates move the step.
 
+Variants: the KL-Hessian products by double differentiation (``hessian``) or as Fisher-vector
+products through the adaptation (``fisher``, maml_rl/curvature.py, equal at the current point);
+the fraction of tasks in the products; task batching for the meta-gradient.
+
 On one sampled meta-batch of a config, times ``RLMetaLearner._meta_step`` (meta-gradient,
 conjugate gradient with Hessian-vector products through the adaptation, line search) for each
 task batching (loop / vmap) and fraction of tasks in the curvature, from the same parameters,
 and reports the cosine between each variant's parameter update and the exact one.
 
     python benchmarks/bench_trpo.py configs/navigation_2d.yaml [key=value ...] [--repeats 2]
+        [--curvatures hessian fisher] [--fractions 1.0 0.25] [--batchings loop vmap]
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25])
     parser.add_argument("--batchings", nargs="+", default=["loop", "vmap"])
+    parser.add_argument("--curvatures", nargs="+", default=["hessian", "fisher"],
+                        help="meta.curvature variants (the first run is the reference)")
     args = parser.parse_intermixed_args()
     config = load_config(args.config, [*args.overrides, "device=cpu"])
     if config.threads:
@@ -53,25 +60,27 @@ def main() -> None:
           f"policy {config.policy.hidden_sizes} {config.policy.nonlinearity}, "
           f"{torch.get_num_threads()} threads; sampling+inner loop {sampling:.2f} s")
     reference = None
-    for fraction in args.fractions:
-        for batching in args.batchings:
-            learner.batching = batching
-            learner.config.meta.hvp_task_fraction = fraction
-            times = []
-            for _ in range(args.repeats):
-                learner.model.load_state_dict(initial)
-                t = time.perf_counter()
-                info = learner._meta_step(supports, query, adapted)
-                times.append(time.perf_counter() - t)
-            update = flat(learner.model) - theta
-            if reference is None:
-                reference = update
-            cos = torch.nn.functional.cosine_similarity(update, reference, dim=0).item()
-            print(f"  curvature on {fraction:4.0%} of tasks, {batching:<4}: "
-                  f"meta-step {min(times):6.2f} s (best of {args.repeats}), "
-                  f"surrogate {info['surrogate/before']:+.4f} -> {info['surrogate/after']:+.4f}, "
-                  f"KL {info['kl']:.4f}, line-search steps {info['trpo/ls_steps']}, "
-                  f"cosine to exact update {cos:.3f}")
+    variants = [(c, f, b) for c in args.curvatures for f in args.fractions
+                for b in args.batchings]
+    for curvature, fraction, batching in variants:
+        learner.batching = batching
+        learner.config.meta.hvp_task_fraction = fraction
+        learner.config.meta.curvature = curvature
+        times = []
+        for _ in range(args.repeats):
+            learner.model.load_state_dict(initial)
+            t = time.perf_counter()
+            info = learner._meta_step(supports, query, adapted)
+            times.append(time.perf_counter() - t)
+        update = flat(learner.model) - theta
+        if reference is None:
+            reference = update
+        cos = torch.nn.functional.cosine_similarity(update, reference, dim=0).item()
+        print(f"  {curvature:<7} curvature on {fraction:4.0%} of tasks, {batching:<4}: "
+              f"meta-step {min(times):6.2f} s (best of {args.repeats}), "
+              f"surrogate {info['surrogate/before']:+.4f} -> {info['surrogate/after']:+.4f}, "
+              f"KL {info['kl']:.4f}, line-search steps {info['trpo/ls_steps']}, "
+              f"cosine to exact update {cos:.3f}")
 
 
 if __name__ == "__main__":

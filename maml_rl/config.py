@@ -99,6 +99,11 @@ class MetaConfig:
     inner_kl_penalty: float = field(default=5e-4, metadata=_range(ge=0))
     """``ppo``: weight of the KL between the pre-update policies before and after the update,
     on the support episodes (ProMP's inner trust region, fixed coefficient)."""
+    curvature: Literal["fisher", "hessian"] = "fisher"
+    """How TRPO's KL-Hessian products are computed: ``fisher`` as ``J^T F J`` through the
+    adaptation (maml_rl/curvature.py; equal to the Hessian at the current parameters, and
+    cheaper: no third derivatives of the inner loss) or ``hessian`` by differentiating the KL's
+    gradient again (the reference; benchmarks/bench_trpo.py compares them)."""
     hvp_task_fraction: float = field(default=1.0, metadata=_range(gt=0, le=1))
     """Fraction of the meta-batch's tasks whose KL gives the TRPO Hessian-vector products
     (1.0: exact). Each product costs proportionally less; the line search still checks the KL

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_map
 
-from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters
+from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters, task_slice
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
+from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
 from maml_rl.episodes import Episodes, process_episodes
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.family import TaskFamily
@@ -181,6 +182,18 @@ class RLMetaLearner:
         return {"surrogate/before": first, "surrogate/after": surrogate.mean().item(),
                 "kl": kl.mean().item(), "kl/pre_update": inner_kl.mean().item()}
 
+    def _fisher_product(self, supports, query):
+        """Flat ``v -> H v`` of the mean KL over the given tasks (maml_rl/curvature.py)."""
+        theta = meta_parameters(self.model)
+        cfg = self.config
+        products = [
+            task_fisher_product(self.model, theta, self.inner_loss,
+                                [task_slice(b, i) for b in supports], task_slice(query, i),
+                                cfg.inner_step_sizes(), cfg.inner.first_order)
+            for i in range(query["mask"].shape[0])
+        ]
+        return flat_product(mean_fisher_product(products), theta)
+
     def _meta_step(self, supports, query, old_params) -> dict[str, float]:
         meta = self.config.meta
         if meta.optimizer == "ppo":
@@ -201,12 +214,14 @@ class RLMetaLearner:
             stored["kl"] = kl.mean()
             return surrogate.mean()
 
-        curvature_fn = None
+        curvature_fn = curvature_product = None
         num_tasks = query["mask"].shape[0]
         subset = max(1, math.ceil(meta.hvp_task_fraction * num_tasks))
-        if subset < num_tasks:
-            # Tasks are i.i.d., so the first ones are a random subset of the meta-batch.
-            head = lambda tree: tree_map(lambda v: v[:subset], tree)  # noqa: E731
+        # Tasks are i.i.d., so the first ones are a random subset of the meta-batch.
+        head = lambda tree: tree_map(lambda v: v[:subset], tree)  # noqa: E731
+        if meta.curvature == "fisher":
+            curvature_product = self._fisher_product(head(supports), head(query))
+        elif subset < num_tasks:
 
             def curvature_fn() -> torch.Tensor:
                 return self._outer(head(supports), head(query), head(old_params))[1].mean()
@@ -215,7 +230,7 @@ class RLMetaLearner:
             list(self.model.parameters()), loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
             cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
             backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
-            curvature_fn=curvature_fn,
+            curvature_fn=curvature_fn, curvature_product=curvature_product,
         )
         check_finite("surrogate loss", info.loss_before)
         return {

@@ -277,6 +277,7 @@ def trpo_step(
     backtrack_ratio: float = 0.8,
     ls_max_steps: int = 15,
     curvature_fn: Closure | None = None,
+    curvature_product: Callable[[Tensor], Tensor] | None = None,
 ) -> TRPOStepInfo:
     """One TRPO update of ``params`` in place (Schulman et al. 2015, Appendix C).
 
@@ -307,6 +308,10 @@ def trpo_step(
             it should differ from ``kl_fn`` (e.g. the KL on a subset of tasks, which makes each
             product proportionally cheaper); called once, after ``kl_fn``. The step is still
             scaled by this curvature and accepted on ``kl_fn``'s full KL.
+        curvature_product: ``v -> H v`` supplied by the caller instead of differentiating the KL
+            twice (e.g. :mod:`maml_rl.curvature`'s Fisher-vector products, which equal the KL
+            Hessian at the current parameters); ``cg_damping`` is added here. Built after
+            ``loss_fn``/``kl_fn`` ran; ``curvature_fn`` is then ignored.
 
     Returns:
         :class:`TRPOStepInfo`.
@@ -318,9 +323,13 @@ def trpo_step(
         grad = _flat_grad(loss, params, retain_graph=True).detach()
         loss_before = loss.item()
         kl = kl_fn()
-        if curvature_fn is not None:
+        if curvature_fn is not None and curvature_product is None:
             kl = curvature_fn()
-    hvp = _CountedProduct(hessian_vector_product(kl, params, cg_damping))
+    if curvature_product is not None:
+        damped = lambda v: curvature_product(v) + cg_damping * v  # noqa: E731
+        hvp = _CountedProduct(damped)
+    else:
+        hvp = _CountedProduct(hessian_vector_product(kl, params, cg_damping))
     del loss, kl  # the product keeps only the KL-gradient graph it needs
 
     step_dir = conjugate_gradient(hvp, -grad, iters=cg_iters)

@@ -324,3 +324,49 @@ def test_trpo_step_at_an_optimum_takes_no_step():
     info = trpo_step(params, loss_fn, kl_fn)
     assert not info.accepted and info.grad_norm == 0.0 and info.loss_after == info.loss_before
     assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
+
+
+# -- Fisher-vector products through the adaptation (maml_rl/curvature.py) ----------------------
+@pytest.mark.parametrize(("steps", "first_order", "discrete"),
+                         [(1, False, False), (2, False, False), (1, True, False), (2, False, True)])
+def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, first_order, discrete):
+    from maml_rl.adaptation import adapt, meta_parameters
+    from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
+    from maml_rl.objectives import kl_divergence, reinforce_loss
+    from maml_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+
+    torch.manual_seed(0)
+    policy = (CategoricalMLPPolicy(3, 4, (5,), "tanh") if discrete
+              else GaussianMLPPolicy(3, 2, (5,), "tanh", init_std=0.7)).double()
+    theta = {k: v.detach().clone().requires_grad_() for k, v in meta_parameters(policy).items()}
+    g = torch.Generator().manual_seed(1)
+
+    def batch():
+        mask = torch.ones(3, 4, dtype=torch.float64)
+        mask[0, -1] = 0.0
+        return {"observations": torch.randn(3, 4, 3, generator=g, dtype=torch.float64),
+                "actions": (torch.randint(0, 4, (3, 4), generator=g) if discrete
+                            else torch.randn(3, 4, 2, generator=g, dtype=torch.float64)),
+                "advantages": torch.randn(3, 4, generator=g, dtype=torch.float64), "mask": mask}
+
+    tasks = [([batch() for _ in range(steps)], batch()) for _ in range(2)]
+    sizes = [0.3, 0.2][:steps]
+    adapted_old = [
+        {k: v.detach() for k, v in adapt(policy, theta, reinforce_loss, s, sizes).items()}
+        for s, _ in tasks
+    ]
+
+    def mean_kl() -> torch.Tensor:
+        kls = [kl_divergence(policy, old, adapt(policy, theta, reinforce_loss, s, sizes,
+                                                 first_order=first_order), q)
+               for (s, q), old in zip(tasks, adapted_old, strict=True)]
+        return torch.stack(kls).mean()
+
+    exact = hessian_vector_product(mean_kl, list(theta.values()))
+    fisher = flat_product(mean_fisher_product(
+        [task_fisher_product(policy, theta, reinforce_loss, s, q, sizes, first_order)
+         for s, q in tasks]), theta)
+    n = sum(v.numel() for v in theta.values())
+    for _ in range(3):
+        v = torch.randn(n, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(fisher(v), exact(v), rtol=1e-7, atol=1e-10)
