@@ -183,7 +183,7 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     steps = max((c.steps for c in curves), key=len)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for c in curves:
         mean, half = np.asarray(c.mean), np.asarray(c.ci95)
         if c.flat:
@@ -197,7 +197,7 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
     ax.set_xticks(steps)
     ax.set_title(f"adaptation on {curves[0].per_task.shape[0]} held-out tasks (95% CI)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -45,6 +45,10 @@ from tqdm.auto import tqdm
 from envs.wrappers import TaskObservationVectorEnv, TaskSamplingWrapper
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.policies import NONLINEARITIES, CategoricalMLPPolicy, GaussianMLPPolicy, build_model
+
+if TYPE_CHECKING:
+    from maml_rl.config import Config
+    from maml_rl.reinforcement import RLMetaLearner
 
 #: Methods in the order of the paper's table (after MAML).
 METHODS = ("pretrained", "random", "oracle")
@@ -100,7 +104,7 @@ class PPOSettings:
 
 
 def settings_for(
-    config, method: str, horizon: int, timesteps: int | None = None, **ppo: Any
+    config: Config, method: str, horizon: int, timesteps: int | None = None, **ppo: Any
 ) -> PPOSettings:
     """PPO settings of ``method`` for a run's config: its family, architecture, seed and
     discount, the run's episode ``horizon``; ``timesteps`` defaults to
@@ -130,29 +134,42 @@ def make_training_env(settings: PPOSettings, rank: int) -> gym.Env:
     return Monitor(env)
 
 
-class ProgressCallback(BaseCallback):
-    """A tqdm bar over PPO's timesteps showing the mean return of the last 100 training
-    episodes (SB3's own bar needs ``rich``, which is not a dependency here)."""
+class TrainingCallback(BaseCallback):
+    """Records the learning curve (mean return of the last 100 training episodes after each
+    rollout, to judge how far from converged a budget is) and, with ``progress``, shows a tqdm
+    bar over the timesteps (SB3's own bar needs ``rich``, which is not a dependency here)."""
 
-    def __init__(self, total: int, desc: str) -> None:
+    def __init__(self, total: int, desc: str, progress: bool) -> None:
         super().__init__()
-        self.total, self.desc = total, desc
+        self.total, self.desc, self.progress = total, desc, progress
+        self.curve: list[tuple[int, float]] = []
+        self.bar = None
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="step", dynamic_ncols=True)
+        if self.progress:
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", dynamic_ncols=True)
 
     def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
         return True
 
     def _on_rollout_end(self) -> None:
         episodes = self.model.ep_info_buffer
         if episodes:
             mean = float(np.mean([e["r"] for e in episodes]))
-            self.bar.set_postfix(train_return=f"{mean:.4g}", refresh=False)
+            self.curve.append((int(self.model.num_timesteps), round(mean, 3)))
+            if self.bar is not None:
+                self.bar.set_postfix(train_return=f"{mean:.4g}", refresh=False)
 
     def _on_training_end(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def sparse_curve(self, points: int = 25) -> list[tuple[int, float]]:
+        """About ``points`` entries of the curve, the last one included."""
+        stride = max(1, math.ceil(len(self.curve) / points))
+        return self.curve[::-1][::stride][::-1]
 
 
 def train_ppo(settings: PPOSettings, path: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -177,7 +194,7 @@ def train_ppo(settings: PPOSettings, path: str | Path, progress: bool = True) ->
         device="cpu", verbose=0, **settings.extra,
     )
     start = time.perf_counter()
-    callback = ProgressCallback(settings.timesteps, f"PPO {settings.method}") if progress else None
+    callback = TrainingCallback(settings.timesteps, f"PPO {settings.method}", progress)
     model.learn(settings.timesteps, callback=callback)
     seconds = time.perf_counter() - start
     episodes = list(model.ep_info_buffer or [])
@@ -188,6 +205,7 @@ def train_ppo(settings: PPOSettings, path: str | Path, progress: bool = True) ->
         "steps_per_second": round(model.num_timesteps / max(seconds, 1e-9), 1),
         "final_train_return": float(np.mean([e["r"] for e in episodes])) if episodes else None,
         "final_train_episodes": len(episodes),
+        "learning_curve": callback.sparse_curve(),
     }
     # Written next to its final name, then renamed: an interrupted training leaves no cache.
     tmp = path.with_name(path.stem + ".tmp.zip")
@@ -268,7 +286,7 @@ def oracle_observation_space(env_id: str, env_kwargs: dict[str, Any]) -> gym.Spa
 
 
 def evaluate_baselines(
-    learner, num_tasks: int, steps: int, seed: int, cache_dir: str | Path,
+    learner: RLMetaLearner, num_tasks: int, steps: int, seed: int, cache_dir: str | Path,
     timesteps: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
     **ppo: Any,
 ) -> list[AdaptationCurve]:

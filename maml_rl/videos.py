@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +30,10 @@ import torch
 from envs.navigation import Navigation2DEnv
 from envs.wrappers import task_features
 from maml_rl.adaptation import Params, forward, meta_parameters
+
+if TYPE_CHECKING:
+    from maml_rl.family import TaskFamily
+    from maml_rl.reinforcement import RLMetaLearner
 
 #: Frame rate above which rendered frames are dropped: GIF players round delays below 20 ms.
 MAX_FPS = 50
@@ -67,12 +71,12 @@ def task_label(task: Any) -> str:
                     for k, v in values.items())
 
 
-def renders_rgb(family) -> bool:
+def renders_rgb(family: TaskFamily) -> bool:
     """Whether the family's env offers the ``rgb_array`` render mode."""
     return "rgb_array" in family.unwrapped.metadata.get("render_modes", [])
 
 
-def check_video_support(family) -> None:
+def check_video_support(family: TaskFamily) -> None:
     """Raise ``ValueError`` for a family that can be neither rendered nor plotted."""
     if not (isinstance(family.unwrapped, Navigation2DEnv) or renders_rgb(family)):
         raise ValueError(f"--video: '{family.env_id}' has no rgb_array render mode and is not "
@@ -80,13 +84,14 @@ def check_video_support(family) -> None:
 
 
 def record_adaptation(
-    learner, num_tasks: int, steps: int, seed: int, out_dir: str | Path,
+    learner: RLMetaLearner, num_tasks: int, steps: int, seed: int, out_dir: str | Path,
     episodes: int | None = None, width: int = 480, height: int = 320,
 ) -> list[Path]:
     """Adapt to the first ``num_tasks`` held-out tasks of seed ``seed`` with ``steps`` inner
-    steps and write what the policy does before and after into ``out_dir``: a video and a
-    stills PNG per task for rendering families, ``trajectories.png`` for 2D navigation.
-    Returns the paths written."""
+    steps and write what the policy does before and after into ``out_dir``: for rendering
+    families a video per task with one panel per policy (before adaptation, after 1 step, after
+    ``steps`` steps) and a stills PNG; for 2D navigation ``trajectories.png`` (before and after
+    ``steps`` steps). Returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     family = learner.family
@@ -96,32 +101,39 @@ def record_adaptation(
         return [navigation_trajectories(learner, tasks, steps, seed, out / "trajectories.png",
                                         episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
-    adapted = learner.adaptation_rollouts(tasks, steps, seed, lambda k, e: None, episodes)
-    before = {k: v.detach() for k, v in meta_parameters(learner.model).items()}
+    # Panels after 0, 1 and K steps: meta-training optimises the 1-step policy, the table
+    # reports up to K. The same seed makes the first steps of both adaptations identical.
+    shown = sorted({0, min(1, steps), steps})
+    params = {0: {k: v.detach() for k, v in meta_parameters(learner.model).items()}}
+    for k in shown[1:]:
+        params[k] = learner.adaptation_rollouts(tasks, k, seed, lambda *_: None, episodes)
+    labels = ["before adaptation", *(f"after {k} step{'s' if k > 1 else ''}" for k in shown[1:])]
     paths = []
     for j, task in enumerate(tasks):
-        after = before if adapted is None else {k: v[j] for k, v in adapted.items()}
-        reset_seed = seed + j  # the same initial state before and after adaptation
-        pair = [render_episode(learner, task, params, reset_seed, width, height)
-                for params in (before, after)]
-        labels = ["before adaptation", f"after {steps} step{'s' if steps != 1 else ''}"]
-        frames = side_by_side(pair, labels, task_label(task))
+        reset_seed = seed + j  # the same initial state in every panel
+        rollouts = [
+            render_episode(learner, task,
+                           params[k] if k == 0 else {n: v[j] for n, v in params[k].items()},
+                           reset_seed, width, height)
+            for k in shown
+        ]
+        frames = side_by_side(rollouts, labels, task_label(task))
         stem = out / f"task{j}_{task_label(task).replace('=', '').replace(',', '_')}"
         paths.append(write_video(frames, stem, fps=_video_fps(family)))
         paths.append(write_stills(frames, stem.with_name(stem.name + "_stills.png")))
     return paths
 
 
-def _frame_stride(family) -> int:
+def _frame_stride(family: TaskFamily) -> int:
     fps = family.unwrapped.metadata.get("render_fps", MAX_FPS)
     return max(1, math.ceil(fps / MAX_FPS))
 
 
-def _video_fps(family) -> float:
+def _video_fps(family: TaskFamily) -> float:
     return family.unwrapped.metadata.get("render_fps", MAX_FPS) / _frame_stride(family)
 
 
-def _make_rgb_env(family, horizon: int, width: int, height: int) -> gym.Env:
+def _make_rgb_env(family: TaskFamily, horizon: int, width: int, height: int) -> gym.Env:
     kwargs = {"render_mode": "rgb_array", "max_episode_steps": horizon, **family.env_kwargs}
     try:  # gymnasium's MuJoCo envs (and ours) take the frame size
         return gym.make(family.env_id, width=width, height=height, **kwargs)
@@ -130,7 +142,7 @@ def _make_rgb_env(family, horizon: int, width: int, height: int) -> gym.Env:
 
 
 def render_episode(
-    learner, task: Any, params: Params, seed: int, width: int, height: int
+    learner: RLMetaLearner, task: Any, params: Params, seed: int, width: int, height: int
 ) -> Rollout:
     """One episode of the policy with ``params`` on ``task``, actions sampled as in the
     evaluation, rendered every ``_frame_stride`` steps (the reset frame included)."""
@@ -220,7 +232,7 @@ def write_stills(frames: Sequence[np.ndarray], path: Path, count: int = 4) -> Pa
 
 
 def navigation_trajectories(
-    learner, tasks: Sequence[Any], steps: int, seed: int, path: Path,
+    learner: RLMetaLearner, tasks: Sequence[Any], steps: int, seed: int, path: Path,
     episodes: int | None = None, shown: int = 5,
 ) -> Path:
     """Positions visited by ``shown`` sampled episodes per task before adaptation and after

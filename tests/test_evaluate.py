@@ -106,6 +106,7 @@ def test_baselines_on_a_tiny_budget_are_cached_and_reported(nav_run, capsys):
         # PPO collects whole rollouts: 8 envs x 256 steps >= 600.
         assert summary["settings"]["timesteps"] == 600 and summary["timesteps_done"] == 2048
         assert summary["settings"]["hidden_sizes"] == [8]
+        assert summary["learning_curve"][-1][0] == 2048  # (timesteps, mean training return)
         assert (cache / f"{name}.zip").is_file()
     stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     capsys.readouterr()
@@ -195,15 +196,15 @@ def test_video_has_one_frame_per_rendered_step(tmp_path, monkeypatch):
         *QUIET, "sampling.meta_batch_size=1", "sampling.support_size=2", "sampling.query_size=2",
         "sampling.horizon=20", "policy.hidden_sizes=[8]"])
     learner = RLMetaLearner(config, load_family(config.env.id, config.env.kwargs), "cpu")
-    paths = record_adaptation(learner, 1, 1, 0, tmp_path, episodes=2, width=64, height=48)
+    paths = record_adaptation(learner, 1, 2, 0, tmp_path, episodes=2, width=64, height=48)
     learner.close()
     video, stills = paths
     assert video.suffix in (".mp4", ".gif") and stills.suffix == ".png"
     frames = iio.imread(video, index=None)
     # 100 fps rendered at 50: every second of the 20 steps, plus the frame after reset.
     assert frames.shape[0] == 1 + 20 // 2
-    assert frames.shape[1:3] == (48, 2 * 64)  # before | after
-    assert iio.imread(stills).shape[:2] == (4 * 48, 2 * 64)
+    assert frames.shape[1:3] == (48, 3 * 64)  # before | after 1 step | after 2 steps
+    assert iio.imread(stills).shape[:2] == (4 * 48, 3 * 64)
 
 
 @pytest.mark.parametrize(("config_path", "overrides", "metric"), [
