@@ -66,17 +66,15 @@ def train_main(argv: list[str] | None = None) -> int:
     return {"completed": 0, "interrupted": 130, "non-finite": 1}[result.status]
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``scripts/evaluate.py``: adaptation curve of a trained run on held-out
-    tasks, written to ``RUN_DIR/eval/`` and printed as a table."""
-    from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from maml_rl.evaluation import format_table, write_results
-    from maml_rl.family import load_family
-    from maml_rl.seeding import seed_everything
-    from maml_rl.trainer import build_learner
+EVALUATE_USAGE = ("evaluate.py RUN_DIR [--checkpoint FILE] [--steps K] [--tasks N] [--seed S] "
+                  "[--video] [--baselines [--baseline-steps T]] [--out DIR]")
 
+
+def _evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="evaluate.py", description="Adapt a trained run to held-out tasks (0..K steps)."
+        prog="evaluate.py", usage=EVALUATE_USAGE,
+        description="Adapt a trained run to held-out tasks (0..K inner steps, fresh episodes per "
+                    "step) and compare with the paper's baselines.",
     )
     parser.add_argument("run_dir", type=Path, help="a run directory written by train.py")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoint.pt")
@@ -86,33 +84,95 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed of the held-out tasks (default: "
                         "evaluation.seed)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/eval)")
-    ns = parser.parse_args(argv)
+    parser.add_argument("--video", action="store_true",
+                        help="write rollouts before/after adaptation to OUT/videos (MP4, or GIF "
+                             "without an MP4 encoder; a trajectory plot for 2D navigation)")
+    parser.add_argument("--video-tasks", type=int, default=3,
+                        help="held-out tasks shown by --video (default: 3)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also evaluate pretrained, random-init and oracle (stable-baselines3 "
+                             "PPO, cached in RUN_DIR/baselines)")
+    parser.add_argument("--baseline-steps", type=int,
+                        help="PPO timesteps per trained baseline (default: per family, see "
+                             "README)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: the run's threads setting)")
+    return parser
+
+
+def _check_evaluate_args(ns: argparse.Namespace) -> None:
+    """One-line errors for the command line, before anything heavy is built."""
+    if not (ns.run_dir / "config.yaml").is_file():
+        raise ConfigError(f"run_dir: '{ns.run_dir}' is not a run directory (no config.yaml)")
+    from maml_rl.checkpoint import CHECKPOINT_NAME
+
+    ns.checkpoint = ns.checkpoint or ns.run_dir / CHECKPOINT_NAME
+    if not ns.checkpoint.is_file():
+        raise ConfigError(f"--checkpoint: '{ns.checkpoint}' not found")
+    minimum = {"steps": 0, "tasks": 1, "video_tasks": 1, "baseline_steps": 1, "threads": 1}
+    for name, low in minimum.items():
+        value = getattr(ns, name)
+        if value is not None and value < low:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: must be >= {low}, got {value}")
+    if ns.baseline_steps is not None and not ns.baselines:
+        raise ConfigError("--baseline-steps: only meaningful with --baselines")
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/evaluate.py``: adaptation curves of a trained run (and, with
+    ``--baselines``, of the paper's comparison methods) on held-out tasks, written to
+    ``RUN_DIR/eval/`` and printed as a table; ``--video`` adds rollouts before/after."""
+    import torch
+
+    from maml_rl.checkpoint import load_checkpoint
+    from maml_rl.evaluation import format_table, write_results
+    from maml_rl.family import load_family
+    from maml_rl.seeding import seed_everything
+    from maml_rl.trainer import build_learner
+
+    ns = _evaluate_parser().parse_args(argv)
     try:
-        if not (ns.run_dir / "config.yaml").is_file():
-            raise ConfigError(f"run_dir: '{ns.run_dir}' is not a run directory (no config.yaml)")
-        checkpoint = ns.checkpoint or ns.run_dir / CHECKPOINT_NAME
-        if not checkpoint.is_file():
-            raise ConfigError(f"--checkpoint: '{checkpoint}' not found")
-        for name in ("steps", "tasks"):
-            value = getattr(ns, name)
-            if value is not None and value < (0 if name == "steps" else 1):
-                raise ConfigError(f"--{name}: must be >= {0 if name == 'steps' else 1}, "
-                                  f"got {value}")
+        _check_evaluate_args(ns)
         config = load_config(ns.run_dir / "config.yaml")
         device = config.resolve_device()
+        threads = ns.threads or config.threads
+        if threads:
+            torch.set_num_threads(threads)
         seed_everything(config.seed)
         family = load_family(config.env.id, config.env.kwargs, config.env.module)
+        if family.supervised and (ns.baselines or ns.video):
+            flag = "--baselines" if ns.baselines else "--video"
+            raise ConfigError(f"{flag}: only for RL families; '{config.env.id}' is supervised")
         learner = build_learner(config, family, device)
-        learner.load_state_dict(load_checkpoint(checkpoint, map_location=device)["learner"])
+        learner.load_state_dict(load_checkpoint(ns.checkpoint, map_location=device)["learner"])
+        if ns.video:
+            from maml_rl.videos import check_video_support
+
+            check_video_support(family)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ev = config.evaluation
-    curve = learner.evaluate(ns.tasks or ev.num_tasks,
-                             ev.steps if ns.steps is None else ns.steps,
-                             ev.seed if ns.seed is None else ns.seed)
+    num_tasks = ns.tasks or ev.num_tasks
+    steps = ev.steps if ns.steps is None else ns.steps
+    seed = ev.seed if ns.seed is None else ns.seed
+    out = ns.out or ns.run_dir / "eval"
+    curves = [learner.evaluate(num_tasks, steps, seed)]
+    if ns.baselines:
+        from maml_rl.sb3_baselines import evaluate_baselines
+
+        log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+        curves += evaluate_baselines(learner, num_tasks, steps, seed, ns.run_dir / "baselines",
+                                     ns.baseline_steps, progress=config.logging.progress,
+                                     log=log)
+    written = list(write_results(curves, out).values())
+    if ns.video:
+        from maml_rl.videos import record_adaptation
+
+        written += record_adaptation(learner, min(ns.video_tasks, num_tasks), steps, seed,
+                                     out / "videos")
     learner.close()
-    paths = write_results([curve], ns.out or ns.run_dir / "eval")
-    print(format_table([curve]))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print(format_table(curves))
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -155,6 +155,11 @@ class EvaluationConfig:
     """Seed of the held-out tasks, fixed so that runs are compared on the same tasks."""
     at_end: bool = True
     """Evaluate once when training finishes and write ``eval/`` in the run directory."""
+    every: int = field(default=0, metadata=_range(ge=0))
+    """During training, evaluate every this many meta-iterations (0: never) on
+    ``every_tasks`` tasks and log ``eval/<metric>_step_<k>`` (metrics.csv, TensorBoard)."""
+    every_tasks: int = field(default=10, metadata=_range(ge=1))
+    """Held-out tasks of the periodic evaluation, drawn with ``seed`` (the same every time)."""
 
 
 @dataclass

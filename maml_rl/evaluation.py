@@ -25,13 +25,18 @@ from maml_rl.sampling import SupervisedSampler, split_shots
 
 @dataclass
 class AdaptationCurve:
-    """One method's performance after 0..K steps over the same held-out tasks."""
+    """One method's performance after 0..K steps over the same held-out tasks.
+
+    ``flat`` marks a method that is not adapted (the paper's oracle): it has one column, step 0,
+    and is drawn as a horizontal line across the other methods' steps.
+    """
 
     method: str
     metric: str
     steps: list[int]
     per_task: np.ndarray  # [num_tasks, K + 1]
     tasks: list[Any] = field(default_factory=list)
+    flat: bool = False
 
     @property
     def mean(self) -> list[float]:
@@ -53,7 +58,16 @@ class AdaptationCurve:
             "ci95": self.ci95,
             "tasks": [_task_to_json(t) for t in self.tasks],
             "per_task": self.per_task.tolist(),
+            "flat": self.flat,
         }
+
+    @classmethod
+    def from_dict(cls, method: str, data: dict[str, Any]) -> AdaptationCurve:
+        """Inverse of :meth:`to_dict` (tasks stay as read from JSON); files written before
+        ``flat`` existed read as adapted methods."""
+        return cls(method, data["metric"], list(data["steps"]),
+                   np.asarray(data["per_task"], dtype=np.float64), list(data.get("tasks", [])),
+                   bool(data.get("flat", False)))
 
 
 def _task_to_json(task: Any) -> Any:
@@ -121,18 +135,21 @@ def evaluate_supervised(
 
 
 def format_table(curves: Sequence[AdaptationCurve]) -> str:
-    """A plain-text table: one row per method, mean +- CI per number of steps."""
-    steps = curves[0].steps
+    """A plain-text table: one row per method, mean +- CI per number of steps (a flat method
+    fills only the 0-step column)."""
+    steps = max((c.steps for c in curves), key=len)
     head = f"{'method':<14}" + "".join(f"{f'{k} steps':>20}" for k in steps)
     lines = [f"{curves[0].metric} on {curves[0].per_task.shape[0]} held-out tasks", head]
     for c in curves:
         cells = "".join(f"{f'{m:.3f} ± {h:.3f}':>20}" for m, h in zip(c.mean, c.ci95, strict=True))
-        lines.append(f"{c.method:<14}{cells}")
+        note = "   (not adapted)" if c.flat else ""
+        lines.append(f"{c.method:<14}{cells}{note}")
     return "\n".join(lines)
 
 
 def write_results(curves: Sequence[AdaptationCurve], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.csv`` and the ``adaptation.png`` plot to ``out_dir``."""
+    """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat}}``),
+    ``results.csv`` (a row per method and step) and the ``adaptation.png`` plot to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -143,32 +160,44 @@ def write_results(curves: Sequence[AdaptationCurve], out_dir: str | Path) -> dic
     paths["json"].write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", "metric", "steps", "mean", "ci95", "num_tasks"])
+        writer.writerow(["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat"])
         for c in curves:
             for k, m, h in zip(c.steps, c.mean, c.ci95, strict=True):
-                writer.writerow([c.method, c.metric, k, m, h, c.per_task.shape[0]])
+                writer.writerow([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat)])
     plot_curves(curves, paths["png"])
     return paths
 
 
+def read_results(path: str | Path) -> list[AdaptationCurve]:
+    """The curves of a ``results.json`` written by :func:`write_results` (any version)."""
+    data = json.loads(Path(path).read_text())
+    return [AdaptationCurve.from_dict(method, entry) for method, entry in data.items()]
+
+
 def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
-    """Performance against gradient steps, one line per method with its 95% band."""
+    """Performance against gradient steps, one line per method with its 95% band; a flat
+    method (the oracle) is a dashed horizontal line with its band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    steps = max((c.steps for c in curves), key=len)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for c in curves:
         mean, half = np.asarray(c.mean), np.asarray(c.ci95)
-        ax.plot(c.steps, mean, marker="o", label=c.method)
-        ax.fill_between(c.steps, mean - half, mean + half, alpha=0.2)
+        if c.flat:
+            line = ax.axhline(mean[0], linestyle="--", label=c.method)
+            ax.axhspan(mean[0] - half[0], mean[0] + half[0], color=line.get_color(), alpha=0.15)
+            continue
+        (line,) = ax.plot(c.steps, mean, marker="o", label=c.method)
+        ax.fill_between(c.steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("inner gradient steps")
     ax.set_ylabel(curves[0].metric)
-    ax.set_xticks(curves[0].steps)
+    ax.set_xticks(steps)
     ax.set_title(f"adaptation on {curves[0].per_task.shape[0]} held-out tasks (95% CI)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

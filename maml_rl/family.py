@@ -29,6 +29,11 @@ class TaskFamily:
     def supervised(self) -> bool:
         return self.supervised_loss is not None
 
+    @property
+    def unwrapped(self) -> gym.Env:
+        """The family's single env, unwrapped (its metadata, render modes, type)."""
+        return self._env.unwrapped
+
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
         """``n`` tasks from the family's distribution."""
         return self._env.unwrapped.sample_tasks(n, rng)

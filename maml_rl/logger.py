@@ -46,12 +46,28 @@ class MetricsLogger:
             self.fields = list(row)
             self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
             self._writer.writeheader()
+        elif any(k not in self.fields for k in row):
+            self._extend_fields([k for k in row if k not in self.fields])
         self._writer.writerow({k: row.get(k, "") for k in self.fields})
         self._file.flush()
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, int | float):
                     self._tb.add_scalar(key, value, iteration)
+
+    def _extend_fields(self, new: list[str]) -> None:
+        """Rewrite the file with ``new`` columns appended (empty in earlier rows): metrics that
+        appear only on some iterations (periodic evaluation) are never dropped."""
+        self._file.close()
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.fields = [*self.fields, *new]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        self._file = self.path.open("a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
 
     def close(self) -> None:
         self._file.close()

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch.utils._pytree import tree_map
@@ -37,6 +39,10 @@ from maml_rl.objectives import (
 from maml_rl.policies import build_model
 from maml_rl.sampling import EpisodeSampler
 from maml_rl.trpo import trpo_step
+
+#: ``on_episodes(k, episodes)``: sees the episodes sampled after k inner steps.
+EpisodeHook = Callable[[int, Episodes], None]
+EnvWrapper = Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv]
 
 
 class RLMetaLearner:
@@ -77,21 +83,25 @@ class RLMetaLearner:
 
     def inner_loop(
         self, sampler: EpisodeSampler, tasks: list[Any], step_sizes: list[float], on_episodes=None,
+        policy: torch.nn.Module | None = None,
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
         """``len(step_sizes)`` inner steps with fresh episodes at each: returns the processed
         support batch of every step and the detached adapted parameters stacked per task (None
-        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k."""
-        params = {k: v.detach() for k, v in meta_parameters(self.model).items()}
+        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k.
+        ``policy`` (default: the meta-learned model) is the module adapted from its own
+        parameters: the evaluation adapts the baselines with this same loop."""
+        model = self.model if policy is None else policy
+        params = {k: v.detach() for k, v in meta_parameters(model).items()}
         supports: list[dict[str, torch.Tensor]] = []
         adapted = None
         for k in range(len(step_sizes)):
-            episodes = sampler.sample(tasks, self.model, adapted if k else params, per_task=k > 0)
+            episodes = sampler.sample(tasks, model, adapted if k else params, per_task=k > 0)
             if on_episodes is not None:
                 on_episodes(k, episodes)
             supports.append(self._process(episodes))
             start = time.perf_counter()
             # Only the values are needed to sample with: no second-order graph here.
-            adapted = adapt_tasks(self.model, params, self.inner_loss, supports,
+            adapted = adapt_tasks(model, params, self.inner_loss, supports,
                                   step_sizes[: k + 1], first_order=True, batching=self.batching)
             adapted = {name: v.detach() for name, v in adapted.items()}
             self._adapt_seconds += time.perf_counter() - start
@@ -241,25 +251,47 @@ class RLMetaLearner:
             "trpo/accepted": float(info.accepted),
         }
 
-    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str = "maml",
-                 episodes: int | None = None) -> AdaptationCurve:
-        """Mean return per task after 0..steps inner steps, fresh episodes at each step."""
+    def adaptation_rollouts(
+        self, tasks: list[Any], steps: int, seed: int, on_episodes: EpisodeHook,
+        episodes: int | None = None, policy: torch.nn.Module | None = None,
+        env_wrapper: EnvWrapper | None = None,
+    ) -> dict[str, torch.Tensor] | None:
+        """The evaluation protocol of the MAML paper (Sec. 5.3): adapt to each task with
+        ``steps`` inner steps at the evaluation step sizes (``evaluation.lr``, default
+        ``inner.lr``), sampling fresh episodes before every step and once more after the last.
+        ``on_episodes(k, episodes)`` sees the episodes of the policy after k steps, k = 0..steps.
+        Returns the adapted parameters stacked per task (None for 0 steps). Seeded by ``seed``
+        (environments and the policy's actions) without disturbing training's RNG state."""
         ev = self.config.evaluation
-        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
-        sampler = self._sampler(num_tasks, episodes or ev.support_size
-                                or self.config.sampling.support_size, seed)
-        per_step: list[torch.Tensor] = []
-        record = lambda k, episodes: per_step.append(episodes.task_returns().cpu())  # noqa: E731
-        # Actions are drawn from torch's generator: seed it here, without disturbing training.
+        model = self.model if policy is None else policy
+        sampler = EpisodeSampler(
+            self.family.env_id, self.family.env_kwargs, len(tasks),
+            episodes or ev.support_size or self.config.sampling.support_size, self.horizon,
+            seed, self.device, env_wrapper,
+        )
         cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             _, adapted = self.inner_loop(
-                sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), record
+                sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), on_episodes, model
             )
-            record(steps, sampler.sample(tasks, self.model, adapted if steps else
-                                         meta_parameters(self.model), per_task=steps > 0))
+            on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
+                                              meta_parameters(model), per_task=steps > 0))
         sampler.close()
+        return adapted
+
+    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str = "maml",
+                 episodes: int | None = None, policy: torch.nn.Module | None = None,
+                 env_wrapper: EnvWrapper | None = None) -> AdaptationCurve:
+        """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
+        with ``seed`` (:meth:`adaptation_rollouts`); ``policy`` replaces the meta-learned model
+        (the comparison methods), ``env_wrapper`` wraps the batched env (the oracle's view)."""
+        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        per_step: list[torch.Tensor] = []
+        self.adaptation_rollouts(
+            tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
+            episodes, policy, env_wrapper,
+        )
         per_task = torch.stack(per_step, dim=1).double().numpy()
         return AdaptationCurve(method, "return", list(range(steps + 1)), per_task, tasks)
 

@@ -7,7 +7,7 @@ holding task i, and returns tensors with a leading task dimension ``[M, S, ...]`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -90,7 +90,8 @@ class EpisodeSampler(_VectorEnvSampler):
     parameters for every task (the meta-parameters, before adaptation) or per-task parameters
     stacked along a leading task dimension (after adaptation), evaluated with one
     ``torch.func.vmap`` call per step. Physics stays on the CPU. Episodes that end early
-    (terminated, e.g. Ant falling) are masked from that step on.
+    (terminated, e.g. Ant falling) are masked from that step on. ``env_wrapper``, if given, wraps
+    the batched env (e.g. ``envs.wrappers.TaskObservationVectorEnv`` for the oracle).
     """
 
     def __init__(
@@ -102,12 +103,15 @@ class EpisodeSampler(_VectorEnvSampler):
         horizon: int,
         seed: int,
         device: str | torch.device = "cpu",
+        env_wrapper: Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv] | None = None,
     ) -> None:
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
         self.horizon, self.device = horizon, torch.device(device)
         self.env = make_task_vector_env(
             env_id, num_tasks * episodes_per_task, max_episode_steps=horizon, **env_kwargs
         )
+        if env_wrapper is not None:
+            self.env = env_wrapper(self.env)
         self.env.reset(seed=seed)
         space = self.env.single_action_space
         self.discrete = isinstance(space, gym.spaces.Discrete)

@@ -146,6 +146,9 @@ class Trainer:
                         break
                     metrics["time/iteration_s"] = time.perf_counter() - start
                     self.iteration += 1
+                    every = cfg.evaluation.every
+                    if every and self.iteration % every == 0:
+                        metrics.update(self.periodic_evaluation())
                     self.logger.log(self.iteration, metrics)
                     _update_progress(bar, metrics)
                     if self.iteration % cfg.training.checkpoint_every == 0:
@@ -171,6 +174,18 @@ class Trainer:
 
     def _last_checkpoint(self) -> str:
         return str(self.checkpoint_path) if self.checkpoint_path.exists() else "none written yet"
+
+    def periodic_evaluation(self) -> dict[str, float]:
+        """The adaptation curve on ``evaluation.every_tasks`` held-out tasks (always the same
+        ones: ``evaluation.seed``) as metrics ``eval/<metric>_step_<k>``, k = 0..steps. The
+        evaluation forks its own RNG streams, so training continues exactly as without it."""
+        ev = self.config.evaluation
+        start = time.perf_counter()
+        curve = self.learner.evaluate(ev.every_tasks, ev.steps, ev.seed)
+        metrics = {f"eval/{curve.metric}_step_{k}": m
+                   for k, m in zip(curve.steps, curve.mean, strict=True)}
+        metrics["time/eval_s"] = time.perf_counter() - start
+        return metrics
 
     def evaluate(self) -> AdaptationCurve:
         ev = self.config.evaluation

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Adapt a trained policy/model to held-out tasks with 0..K inner steps and report the curve.
+"""Adapt a trained policy/model to held-out tasks with 0..K inner steps and report the curve;
+optionally compare with the MAML paper's baselines and record rollouts before/after adaptation.
 
     python scripts/evaluate.py RUN_DIR [--checkpoint FILE] [--steps K] [--tasks N] [--seed S]
+                               [--video] [--baselines [--baseline-steps T]] [--out DIR]
 """
 
 import sys

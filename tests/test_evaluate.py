@@ -1,0 +1,266 @@
+"""scripts/evaluate.py end to end on tiny runs: result files and keys, determinism, the paper's
+baselines through stable-baselines3 (cache, weight transfer), videos and trajectory plots, and
+the periodic evaluation during training."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from envs.generic import make_task_vector_env
+from envs.tasks import GoalPositionTask
+from envs.wrappers import TaskObservationVectorEnv, TaskSamplingWrapper, task_features
+from maml_rl.cli import evaluate_main
+from maml_rl.config import ConfigError, load_config
+from maml_rl.evaluation import AdaptationCurve, read_results, write_results
+from maml_rl.family import load_family
+from maml_rl.logger import MetricsLogger, read_metrics
+from maml_rl.policies import NONLINEARITIES, GaussianMLPPolicy
+from maml_rl.reinforcement import RLMetaLearner
+from maml_rl.sb3_baselines import PPOSettings, copy_sb3_weights, make_training_env
+from maml_rl.trainer import Trainer
+
+QUIET = ["logging.progress=false", "logging.tensorboard=false", "device=cpu"]
+NAV = [*QUIET, "sampling.meta_batch_size=2", "sampling.support_size=3", "sampling.query_size=3",
+       "policy.hidden_sizes=[8]", "evaluation.support_size=3", "evaluation.at_end=false",
+       "training.iterations=2"]
+SINE = [*QUIET, "sampling.meta_batch_size=4", "policy.hidden_sizes=[8]",
+        "evaluation.num_tasks=10", "evaluation.steps=2", "evaluation.query_size=10",
+        "evaluation.at_end=false", "training.iterations=3"]
+KEYS = {"metric", "steps", "mean", "ci95", "tasks", "per_task", "flat"}
+
+
+@pytest.fixture(scope="module")
+def nav_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("nav")
+    Trainer(load_config("configs/navigation_2d.yaml", NAV), run).train()
+    return run
+
+
+def _results(path):
+    return json.loads((path / "eval" / "results.json").read_text())
+
+
+def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, capsys):
+    args = [str(nav_run), "--tasks", "4", "--steps", "2", "--seed", "5"]
+    assert evaluate_main([*args, "--video", "--video-tasks", "2"]) == 0
+    results = _results(nav_run)
+    assert set(results) == {"maml"} and KEYS <= set(results["maml"])
+    maml = results["maml"]
+    assert maml["steps"] == [0, 1, 2] and len(maml["mean"]) == len(maml["ci95"]) == 3
+    assert maml["tasks"][0].keys() == {"x", "y"} and len(maml["tasks"]) == 4
+    assert np.all(np.array(maml["mean"]) < 0)  # minus a distance at every step
+    csv_text = (nav_run / "eval" / "results.csv").read_text().splitlines()
+    assert csv_text[0] == "method,metric,steps,mean,ci95,num_tasks,flat"
+    assert len(csv_text) == 1 + 3
+    assert (nav_run / "eval" / "adaptation.png").stat().st_size > 1000
+    assert (nav_run / "eval" / "videos" / "trajectories.png").stat().st_size > 5000
+    out = capsys.readouterr().out
+    assert "return on 4 held-out tasks" in out and "trajectories.png" in out
+    assert evaluate_main(args) == 0
+    assert _results(nav_run)["maml"]["per_task"] == maml["per_task"]
+    assert evaluate_main([*args[:-1], "6"]) == 0
+    assert _results(nav_run)["maml"]["per_task"] != maml["per_task"]
+
+
+def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
+    Trainer(load_config("configs/sinusoid.yaml", SINE), tmp_path).train()
+    assert evaluate_main([str(tmp_path), "--tasks", "6", "--steps", "1"]) == 0
+    results = _results(tmp_path)
+    assert results["maml"]["metric"] == "mse" and results["maml"]["steps"] == [0, 1]
+    assert KEYS <= set(results["maml"])
+    capsys.readouterr()
+    for flag in ("--baselines", "--video"):
+        assert evaluate_main([str(tmp_path), flag]) == 2
+        assert f"{flag}: only for RL families" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--video-tasks", "0"], "--video-tasks: must be >= 1, got 0"),
+    (["--baseline-steps", "100"], "--baseline-steps: only meaningful with --baselines"),
+    (["--baselines", "--baseline-steps", "0"], "--baseline-steps: must be >= 1, got 0"),
+    (["--steps", "-1"], "--steps: must be >= 0, got -1"),
+    (["--checkpoint", "nope.pt"], "--checkpoint: 'nope.pt' not found"),
+])
+def test_evaluate_command_line_errors(nav_run, capsys, args, message):
+    assert evaluate_main([str(nav_run), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_baselines_on_a_tiny_budget_are_cached_and_reported(nav_run, capsys):
+    args = [str(nav_run), "--tasks", "3", "--steps", "1", "--seed", "2", "--baselines",
+            "--baseline-steps", "600"]
+    assert evaluate_main(args) == 0
+    results = _results(nav_run)
+    assert list(results) == ["maml", "pretrained", "random", "oracle"]
+    for method in ("pretrained", "random"):
+        assert results[method]["steps"] == [0, 1] and not results[method]["flat"]
+    assert results["oracle"]["steps"] == [0] and results["oracle"]["flat"]
+    assert all(KEYS <= set(entry) for entry in results.values())
+    cache = nav_run / "baselines"
+    for name in ("pretrained", "oracle"):
+        summary = json.loads((cache / f"{name}.json").read_text())
+        # PPO collects whole rollouts: 8 envs x 256 steps >= 600.
+        assert summary["settings"]["timesteps"] == 600 and summary["timesteps_done"] == 2048
+        assert summary["settings"]["hidden_sizes"] == [8]
+        assert summary["learning_curve"][-1][0] == 2048  # (timesteps, mean training return)
+        assert (cache / f"{name}.zip").is_file()
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    capsys.readouterr()
+    assert evaluate_main(args) == 0
+    captured = capsys.readouterr()
+    assert "cached PPO policy" in captured.err
+    assert "oracle" in captured.out and "(not adapted)" in captured.out
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
+    again = _results(nav_run)
+    for method in results:
+        assert again[method]["per_task"] == results[method]["per_task"], method
+
+
+@pytest.mark.parametrize(("hidden", "nonlinearity"), [([8], "relu"), ([16, 8], "tanh")])
+def test_ppo_actor_weights_are_our_policy(hidden, nonlinearity):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    settings = PPOSettings("oracle", "maml/Navigation2D-v0", {}, 100, hidden, nonlinearity, 0.5,
+                           1, 0, 0.99)
+    venv = DummyVecEnv([lambda: make_training_env(settings, 0)])
+    model = PPO("MlpPolicy", venv, device="cpu", seed=1, policy_kwargs={
+        "net_arch": {"pi": hidden, "vf": hidden}, "activation_fn": NONLINEARITIES[nonlinearity],
+        "log_std_init": np.log(0.5)})
+    with torch.no_grad():
+        for p in model.policy.parameters():  # off SB3's init, so a skipped layer shows
+            p.add_(0.1 * torch.randn_like(p))
+    ours = copy_sb3_weights(model.policy.state_dict(), GaussianMLPPolicy(4, 2, hidden,
+                                                                         nonlinearity))
+    obs = torch.randn(32, 4)
+    theirs = model.policy.get_distribution(obs).distribution
+    mine = ours(obs).base_dist
+    torch.testing.assert_close(mine.loc, theirs.loc)
+    torch.testing.assert_close(mine.scale.expand_as(mine.loc), theirs.scale)
+    with pytest.raises(ValueError, match="linear layers"):
+        copy_sb3_weights(model.policy.state_dict(), GaussianMLPPolicy(4, 2, [8, 8, 8]))
+    with pytest.raises(ValueError, match="shape"):
+        copy_sb3_weights(model.policy.state_dict(), GaussianMLPPolicy(3, 2, hidden))
+    venv.close()
+
+
+@pytest.mark.filterwarnings("ignore:.*(different from the unwrapped|infinity).*")
+def test_task_wrappers_draw_tasks_and_show_them_to_the_oracle():
+    env = TaskSamplingWrapper(gym.make("maml/Navigation2D-v0"), seed=3, observe_task=True)
+    check_env(env, skip_render_check=True)
+    goals = set()
+    for _ in range(3):
+        obs, info = env.reset()
+        task = info["task"]
+        np.testing.assert_array_equal(obs[2:], task_features(task))
+        obs, *_ = env.step(env.action_space.sample())
+        np.testing.assert_allclose(obs[2:], [task.x, task.y], rtol=1e-6)  # float32
+        goals.add(task)
+    assert len(goals) == 3  # a new task at every reset
+    venv = TaskObservationVectorEnv(make_task_vector_env("maml/Navigation2D-v0", 2))
+    venv.set_tasks([GoalPositionTask(0.1, 0.2), GoalPositionTask(-0.3, 0.4)])
+    obs, _ = venv.reset(seed=0)
+    np.testing.assert_allclose(obs, [[0, 0, 0.1, 0.2], [0, 0, -0.3, 0.4]], atol=1e-7)
+    obs, *_ = venv.step(np.ones((2, 2), dtype=np.float32))
+    np.testing.assert_allclose(obs[:, :2], 0.1, atol=1e-7)
+    np.testing.assert_allclose(obs[:, 2:], [[0.1, 0.2], [-0.3, 0.4]], atol=1e-7)
+    assert obs.shape[1:] == venv.single_observation_space.shape
+    venv.close()
+
+
+def _rendering_available() -> str | None:
+    try:
+        env = gym.make("maml/HalfCheetahVel-v0", render_mode="rgb_array", width=32, height=32)
+        env.reset(seed=0)
+        frame = env.render()
+        env.close()
+    except Exception as err:  # any EGL/OpenGL failure means: this machine cannot render
+        return f"{type(err).__name__}: {err}"
+    return None if frame is not None and frame.shape == (32, 32, 3) else "no frame rendered"
+
+
+def test_video_has_one_frame_per_rendered_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    problem = _rendering_available()
+    if problem:
+        pytest.skip(f"MuJoCo cannot render headless here ({problem})")
+    import imageio.v3 as iio
+
+    from maml_rl.videos import record_adaptation
+
+    config = load_config("configs/halfcheetah_vel.yaml", [
+        *QUIET, "sampling.meta_batch_size=1", "sampling.support_size=2", "sampling.query_size=2",
+        "sampling.horizon=20", "policy.hidden_sizes=[8]"])
+    learner = RLMetaLearner(config, load_family(config.env.id, config.env.kwargs), "cpu")
+    paths = record_adaptation(learner, 1, 2, 0, tmp_path, episodes=2, width=64, height=48)
+    learner.close()
+    video, stills = paths
+    assert video.suffix in (".mp4", ".gif") and stills.suffix == ".png"
+    frames = iio.imread(video, index=None)
+    # 100 fps rendered at 50: every second of the 20 steps, plus the frame after reset.
+    assert frames.shape[0] == 1 + 20 // 2
+    assert frames.shape[1:3] == (48, 3 * 64)  # before | after 1 step | after 2 steps
+    assert iio.imread(stills).shape[:2] == (4 * 48, 3 * 64)
+
+
+@pytest.mark.parametrize(("config_path", "overrides", "metric"), [
+    ("configs/sinusoid.yaml", SINE, "mse"),
+    # Adam instead of TRPO: the test is about logging, and TRPO's steps are the slow part.
+    ("configs/navigation_2d.yaml", [*NAV, "meta.optimizer=adam"], "return"),
+])
+def test_periodic_evaluation_is_logged_and_leaves_training_unchanged(
+    tmp_path, config_path, overrides, metric
+):
+    every = [*overrides, "training.iterations=4", "evaluation.every=2",
+             "evaluation.every_tasks=3", "evaluation.steps=1", "logging.tensorboard=true"]
+    Trainer(load_config(config_path, every), tmp_path / "on").train()
+    plain = load_config(config_path, [*overrides, "training.iterations=4"])
+    Trainer(plain, tmp_path / "off").train()
+    on, off = read_metrics(tmp_path / "on"), read_metrics(tmp_path / "off")
+    keys = {f"eval/{metric}_step_0", f"eval/{metric}_step_1", "time/eval_s"}
+    assert [sorted(keys & set(r)) for r in on] == [[], sorted(keys), [], sorted(keys)]
+    assert not any(keys & set(r) for r in off)
+    for a, b in zip(on, off, strict=True):
+        shared = {k for k in a if not k.startswith(("time/", "eval/", "perf/"))}
+        assert {k: a[k] for k in shared} == {k: b[k] for k in shared}
+    assert any((tmp_path / "on" / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("evaluation.every=-1", "evaluation.every: must be >= 0, got -1"),
+    ("evaluation.every_tasks=0", "evaluation.every_tasks: must be >= 1, got 0"),
+    ("evaluation.every=often", "evaluation.every: expected an integer, got 'often'"),
+    ("evaluation.every_task=3", "did you mean 'evaluation.every_tasks'"),
+])
+def test_evaluation_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("configs/sinusoid.yaml", [override])
+
+
+def test_metrics_logger_adds_columns_that_appear_later(tmp_path):
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(1, {"loss": 1.0})
+    logger.log(2, {"loss": 0.5, "eval/mse_step_0": 2.0})
+    logger.log(3, {"loss": 0.25})
+    logger.close()
+    assert read_metrics(tmp_path) == [
+        {"iteration": 1, "loss": 1.0}, {"iteration": 2, "loss": 0.5, "eval/mse_step_0": 2.0},
+        {"iteration": 3, "loss": 0.25}]
+
+
+def test_results_json_of_earlier_versions_still_reads(tmp_path):
+    curve = AdaptationCurve("maml", "return", [0, 1], np.array([[-3.0, -1.0], [-5.0, -2.0]]),
+                            [GoalPositionTask(0.1, 0.2)] * 2)
+    oracle = AdaptationCurve("oracle", "return", [0], np.array([[-0.5], [-0.7]]), flat=True)
+    write_results([curve, oracle], tmp_path)
+    back = read_results(tmp_path / "results.json")
+    assert [c.method for c in back] == ["maml", "oracle"] and back[1].flat and not back[0].flat
+    np.testing.assert_array_equal(back[0].per_task, curve.per_task)
+    old = {"maml": {k: v for k, v in curve.to_dict().items() if k != "flat"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (maml,) = read_results(tmp_path / "old.json")
+    assert not maml.flat and maml.mean == curve.mean and maml.tasks == [{"x": 0.1, "y": 0.2}] * 2
