@@ -114,9 +114,10 @@ class OmniglotEnv(gym.Env):
         self.splits = split_alphabets(self.data.alphabet_names, val_alphabets, test_alphabets)
         alphabets = self.data.alphabet_names if split == "all" else self.splits[split]
         degrees = ROTATIONS if self.rotations else (0,)
+        self._split_characters = self.data.character_indices(alphabets)
         self.class_names: tuple[str, ...] = tuple(
             class_name(self.data.alphabets[c], self.data.characters[c], d)
-            for c in self.data.character_indices(alphabets)
+            for c in self._split_characters
             for d in degrees
         )
         if len(self.class_names) < self.ways:
@@ -164,6 +165,22 @@ class OmniglotEnv(gym.Env):
                 )
             chars[k], turns[k] = index, ROTATIONS.index(int(rot))
         return chars, turns
+
+    def shots_problem(self, support: int, query: int) -> str | None:
+        """Why ``support`` + ``query`` shots per task do not make an N-way K-shot task, or
+        None: both must be multiples of ``ways`` (K and Q examples of every class), and K + Q
+        must not exceed a class's drawings (support and query would share images)."""
+        for name, n in (("support_size", support), ("query_size", query)):
+            if n % self.ways:
+                return (f"{name} {n} is not a multiple of ways={self.ways}; an N-way K-shot set "
+                        f"holds K examples of each of the N classes ({name} = N*K)")
+        per_class = (support + query) // self.ways
+        fewest = int(self.data.counts[self._split_characters].min())
+        if per_class > fewest:
+            return (f"support_size + query_size = {support + query} asks {per_class} examples "
+                    f"per class, but a character has only {fewest} drawings: support and query "
+                    "would share images")
+        return None
 
     def set_task(self, task: OmniglotTask | dict) -> None:
         """Hold ``task`` from now on; the next episode starts a new draw of its examples."""

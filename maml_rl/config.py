@@ -50,6 +50,18 @@ class PolicyConfig:
     """Activation between hidden layers."""
     init_std: float = field(default=1.0, metadata=_range(gt=0))
     """Initial standard deviation of a Gaussian policy (its log is learned, state-independent)."""
+    model: Literal["mlp", "conv"] = "mlp"
+    """Network of a supervised family: ``mlp`` (``hidden_sizes``) or ``conv``, the MAML paper's
+    4-block convolutional classifier for images (Sec. 5.2). RL policies are MLPs."""
+    batch_norm: bool = False
+    """Batch normalisation after every hidden layer of the supervised MLP (the paper's Omniglot
+    MLP). Batch statistics always, no running averages, affine parameters adapted in the inner
+    loop, as in the paper; the conv net always has it."""
+    conv_filters: int = field(default=64, metadata=_range(ge=1))
+    """Channels of every convolution of ``model: conv`` (64 for Omniglot in the paper)."""
+    conv_downsample: Literal["max_pool", "stride"] = "max_pool"
+    """How each conv block halves the image: ``max_pool`` (2x2 max-pooling, the paper's text) or
+    ``stride`` (stride-2 convolutions, what the paper's code ran for Omniglot; about 3x cheaper)."""
 
 
 @dataclass
@@ -135,6 +147,9 @@ class EvaluationConfig:
     """Query episodes (examples) per task; 0 uses ``sampling.query_size``."""
     seed: int = 1234
     """Seed of the held-out tasks, fixed so that runs are compared on the same tasks."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments merged over ``env.kwargs`` for the held-out tasks, e.g. ``{split: test}``
+    so that Omniglot's test tasks come from alphabets never seen in meta-training."""
     at_end: bool = True
     """Evaluate once when training finishes and write ``eval/`` in the run directory."""
 

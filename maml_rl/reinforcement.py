@@ -22,7 +22,7 @@ from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
 from maml_rl.episodes import Episodes, process_episodes
 from maml_rl.evaluation import AdaptationCurve
-from maml_rl.family import TaskFamily
+from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.meta_optimizers import check_finite, make_plain_optimizer, plain_meta_step
 from maml_rl.objectives import kl_divergence, reinforce_loss, surrogate_loss
 from maml_rl.policies import build_model
@@ -49,14 +49,17 @@ class RLMetaLearner:
             else make_plain_optimizer(config.meta, self.model.parameters())
         )
         s = config.sampling
+        self.eval_family = evaluation_family(family, config.evaluation.env_kwargs,
+                                             config.env.module)
         self.support_sampler = self._sampler(s.meta_batch_size, s.support_size, config.seed)
         self.query_sampler = self._sampler(s.meta_batch_size, s.query_size, config.seed + 1)
         self._adapt_seconds = 0.0
 
-    def _sampler(self, num_tasks: int, episodes: int, seed: int) -> EpisodeSampler:
+    def _sampler(self, num_tasks: int, episodes: int, seed: int,
+                 family: TaskFamily | None = None) -> EpisodeSampler:
+        family = family or self.family
         return EpisodeSampler(
-            self.family.env_id, self.family.env_kwargs, num_tasks, episodes, self.horizon,
-            seed, self.device,
+            family.env_id, family.env_kwargs, num_tasks, episodes, self.horizon, seed, self.device,
         )
 
     def _process(self, episodes: Episodes) -> dict[str, torch.Tensor]:
@@ -182,9 +185,9 @@ class RLMetaLearner:
                  episodes: int | None = None) -> AdaptationCurve:
         """Mean return per task after 0..steps inner steps, fresh episodes at each step."""
         ev = self.config.evaluation
-        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
         sampler = self._sampler(num_tasks, episodes or ev.support_size
-                                or self.config.sampling.support_size, seed)
+                                or self.config.sampling.support_size, seed, self.eval_family)
         per_step: list[torch.Tensor] = []
         record = lambda k, episodes: per_step.append(episodes.task_returns().cpu())  # noqa: E731
         # Actions are drawn from torch's generator: seed it here, without disturbing training.
