@@ -27,30 +27,49 @@ def mlp(
     batch_norm: bool = False,
 ) -> nn.Sequential:
     """A fully connected network ``in -> hidden... -> out`` with no output activation;
-    ``batch_norm`` adds :func:`batch_norm_2d`'s 1-d twin after every hidden linear layer."""
+    ``batch_norm`` adds :class:`BatchNorm` after every hidden linear layer."""
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden_sizes]
     for a, b in itertools.pairwise(sizes):
         layers.append(nn.Linear(a, b))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(b, eps=BATCH_NORM_EPS, track_running_stats=False))
+            layers.append(BatchNorm(b))
         layers.append(NONLINEARITIES[nonlinearity]())
     layers.append(nn.Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)
 
 
-# TensorFlow's default, used by the MAML and learn2learn Omniglot models: with 1-shot batches of
-# five images the per-channel variance of the last blocks can be tiny.
-BATCH_NORM_EPS = 1e-3
+class BatchNorm(nn.Module):
+    """Batch normalisation as in the MAML paper's classifiers (Sec. 5.2): always the statistics
+    of the current batch, over the batch and any spatial dimensions of ``[B, C, ...]`` inputs
+    (no running averages: the module has no buffers, so it is a pure function of its parameters
+    under ``torch.func.functional_call`` / ``vmap``, and a task's query set is normalised by its
+    own statistics, as in the paper's code); the affine scale and shift are parameters,
+    meta-learned and adapted like the weights.
 
+    Written with elementary tensor ops, not ``nn.BatchNorm2d(track_running_stats=False)``, which
+    computes the same function: under ``torch.func.vmap`` over tasks, torch 2.13 differentiates
+    the fused batch-norm kernel twice wrongly, and the second-order meta-gradient of every layer
+    below it came out different from the per-task loop and from finite differences (a test
+    checks vmap against the loop).
+    """
 
-def batch_norm_2d(channels: int) -> nn.BatchNorm2d:
-    """Batch normalisation as in the MAML paper's classifiers (Sec. 5.2): statistics of the
-    current batch always (``track_running_stats=False``: no buffers, so the module is a pure
-    function of its parameters under ``torch.func.functional_call`` and ``vmap``, and a task's
-    query set is normalised by its own statistics, as in the paper's code); the affine scale and
-    shift are parameters, meta-learned and adapted like the weights."""
-    return nn.BatchNorm2d(channels, eps=BATCH_NORM_EPS, track_running_stats=False)
+    def __init__(self, num_features: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        # eps 1e-3 is TensorFlow's default, used by the MAML and learn2learn Omniglot models:
+        # with 1-shot batches of five images the variance of the last conv blocks can be tiny.
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = (0, *range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        var = x.var(dims, unbiased=False, keepdim=True)  # the biased estimate, as BatchNorm
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
+            shape
+        )
 
 
 class RegressionMLP(nn.Module):
@@ -91,7 +110,7 @@ class RegressionMLP(nn.Module):
 class ConvClassifier(nn.Module):
     """The MAML paper's convolutional classifier (Sec. 5.2, after Vinyals et al. 2016): four
     blocks of 3x3 convolution with ``filters`` channels, batch normalisation
-    (:func:`batch_norm_2d`), ReLU and 2x2 down-sampling, then the spatial mean of the last
+    (:class:`BatchNorm`), ReLU and 2x2 down-sampling, then the spatial mean of the last
     feature map and a linear layer to the logits.
 
     ``downsample="max_pool"`` is the paper's text (2x2 max-pooling; 28x28 -> 1x1, "the
@@ -119,7 +138,7 @@ class ConvClassifier(nn.Module):
             conv = nn.Conv2d(channels, filters, 3, stride=stride, padding=1)
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
-            layers += [conv, batch_norm_2d(filters), nn.ReLU()]
+            layers += [conv, BatchNorm(filters), nn.ReLU()]
             if downsample == "max_pool":
                 layers.append(nn.MaxPool2d(2))
             channels = filters
