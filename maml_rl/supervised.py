@@ -34,6 +34,7 @@ class SupervisedMetaLearner:
         ).to(device)
         self.optimizer = make_plain_optimizer(config.meta, self.model.parameters())
         self.batching = config.task_batching(supervised=True, device=device)
+        self.eval_batching = config.task_batching(supervised=True, device=device, evaluation=True)
         s, ev = config.sampling, config.evaluation
         # Built now so that a mistake in evaluation.env_kwargs stops the run before training.
         self.eval_family = evaluation_family(family, ev.env_kwargs, config.env.module)
@@ -79,7 +80,7 @@ class SupervisedMetaLearner:
             step_sizes=self.config.inner_step_sizes(steps, ev.lr),
             seed=seed, metric_fn=accuracy if classification else None,
             metric="accuracy" if classification else "mse",
-            batching=self.batching, device=self.device,
+            batching=self.eval_batching, device=self.device,
         )
 
     def state_dict(self) -> dict[str, Any]:
