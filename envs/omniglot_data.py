@@ -278,8 +278,9 @@ def split_alphabets(
 
     With neither list given, a deterministic default: alphabets ordered by the SHA-256 of their
     name (an order that does not change when alphabets are added or removed), the first
-    ``round(0.25 n)`` (at least one) held out for test, the next ``round(0.1 n)`` for val, the
-    rest for meta-training. With a list given, those alphabets form that split (a list not
+    ``round(0.25 n)`` held out for test, the next ``round(0.1 n)`` for val (each at least one
+    while meta-training keeps one), the rest for meta-training; 8 alphabets give 2 / 1 / 5, the
+    full set's 50 give 12 / 5 / 33. With a list given, those alphabets form that split (a list not
     given is empty) and meta-training gets the rest. Test classes thus come from alphabets never
     seen in meta-training, as the alphabet-wise split of the Omniglot background/evaluation sets.
     """
@@ -287,7 +288,7 @@ def split_alphabets(
     if val_alphabets is None and test_alphabets is None:
         order = sorted(names, key=lambda a: hashlib.sha256(a.encode()).hexdigest())
         n_test = min(max(1, round(TEST_FRACTION * len(order))), max(len(order) - 1, 0))
-        n_val = min(round(VAL_FRACTION * len(order)), max(len(order) - n_test - 1, 0))
+        n_val = min(max(1, round(VAL_FRACTION * len(order))), max(len(order) - n_test - 1, 0))
         test, val = order[:n_test], order[n_test : n_test + n_val]
     else:
         val, test = list(val_alphabets or []), list(test_alphabets or [])
