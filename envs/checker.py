@@ -10,8 +10,9 @@ What it checks, on ``n_tasks`` tasks drawn with ``seed``:
    immutable values that ``get_task`` returns as set;
 2. ``gymnasium.utils.env_checker.check_env(env.unwrapped)`` passes under every task;
 3. the reward equals the sum of the ``info`` terms whose names start with ``reward_`` (if any);
-4. ``set_task`` takes effect: two different tasks give different rewards for the same seed and
-   actions;
+4. ``set_task`` takes effect: two different tasks give different rewards or observations for
+   the same seed and actions over ``steps`` steps of consecutive episodes (a classification task
+   changes the images, not the reward rule, and a one-step episode shows one class);
 5. the vector env that ``make_task_vector_env`` builds (the batched one where registered)
    reproduces the single env: same observations, rewards and done flags for the same tasks,
    seeds (``seed + i`` for sub-env i) and actions, up to each sub-env's episode end.
@@ -124,18 +125,35 @@ def _distinct_tasks(env: gym.Env, tasks: list, seed: int) -> list:
     return list(dict.fromkeys(tasks))
 
 
+def _rollout_steps(env: gym.Env, task: Any, seed: int, actions: np.ndarray):
+    """Rewards and flattened observations of ``len(actions)`` steps of consecutive episodes
+    (reset after each end), the first reset seeded."""
+    env.unwrapped.set_task(task)
+    obs, _ = env.reset(seed=seed)
+    observations, rewards = [obs], []
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            observations.append(obs)
+    flat = [np.asarray(o, dtype=np.float64).ravel() for o in observations]
+    return np.array(rewards, dtype=np.float64), np.concatenate(flat)
+
+
 def _check_task_effect(env_id, env, tasks, seed, actions) -> None:
-    rewards = {}
-    for task in _distinct_tasks(env, tasks, seed):
-        _, steps = _rollout_single(env, task, seed, actions)
-        rewards[task] = np.array([s[1] for s in steps])
-    items = list(rewards.items())
-    for i, (task_a, rew_a) in enumerate(items):
-        for task_b, rew_b in items[i + 1 :]:
-            same = len(rew_a) == len(rew_b) and np.allclose(rew_a, rew_b)
+    outcomes = {task: _rollout_steps(env, task, seed, actions)
+                for task in _distinct_tasks(env, tasks, seed)}
+    items = list(outcomes.items())
+    for i, (task_a, (rew_a, obs_a)) in enumerate(items):
+        for task_b, (rew_b, obs_b) in items[i + 1 :]:
+            same = all(
+                len(a) == len(b) and np.allclose(a, b) for a, b in ((rew_a, rew_b), (obs_a, obs_b))
+            )
             assert not same, (
-                f"{env_id}: tasks {task_a!r} and {task_b!r} give the same rewards for the same "
-                "seed and actions; does set_task take effect?"
+                f"{env_id}: tasks {task_a!r} and {task_b!r} give the same rewards and "
+                "observations for the same seed and actions; does set_task take effect?"
             )
 
 

@@ -167,6 +167,17 @@ def unknown_env_message(env_id: str) -> str:
     return f"unknown environment id {env_id!r}.{hint} Known {NAMESPACE}/ ids: {', '.join(known)}"
 
 
+def family_metadata(env_id: str) -> dict[str, Any]:
+    """The ``metadata`` class attribute of ``env_id``'s env, read without making an env (what a
+    caller must know before it builds one, e.g. ``sequential_shots``); ``{}`` when its entry
+    point is not a class."""
+    register_all()
+    if env_id not in gym.registry:
+        raise ValueError(unknown_env_message(env_id))
+    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    return dict(getattr(creator, "metadata", None) or {})
+
+
 def make_task_vector_env(env_id: str, num_envs: int, **kwargs: Any) -> VectorEnv:
     """A vector env of ``num_envs`` sub-envs of the task family ``env_id``.
 

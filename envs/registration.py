@@ -25,6 +25,12 @@ def register_all() -> None:
         vector_entry_point="envs.sinusoid:SinusoidVectorEnv",
         max_episode_steps=1,
     )
+    _register(
+        "Omniglot-v0",
+        entry_point="envs.omniglot:OmniglotEnv",
+        vector_entry_point="envs.omniglot:OmniglotVectorEnv",
+        max_episode_steps=1,
+    )
     # RL families are registered below this line.
     # Horizons are the MAML paper's: 100 steps for 2D navigation, 200 for locomotion (also with
     # paper_mdp=False, where gymnasium's own HalfCheetah/Ant use 1000).

@@ -38,6 +38,33 @@ class TaskFamily:
         """``n`` tasks from the family's distribution."""
         return self._env.unwrapped.sample_tasks(n, rng)
 
+    def shots_problem(self, support: int, query: int) -> str | None:
+        """What is wrong with ``support`` + ``query`` shots per task for this family (e.g. an
+        N-way classification support set must hold the same number of examples of every class),
+        or None. Asks the env's optional ``shots_problem(support, query)``."""
+        check = getattr(self._env.unwrapped, "shots_problem", None)
+        return check(support, query) if callable(check) else None
+
+
+def evaluation_family(
+    family: TaskFamily, overrides: dict[str, Any], module: str = ""
+) -> TaskFamily:
+    """The family of the held-out tasks: ``family`` itself, or the same env made with
+    ``overrides`` (``evaluation.env_kwargs``) merged over its kwargs, e.g. Omniglot's
+    ``split: test``. Raises ValueError when the overrides change the spaces (the trained model
+    would not fit)."""
+    if not overrides:
+        return family
+    held_out = load_family(family.env_id, {**family.env_kwargs, **overrides}, module)
+    for name in ("observation_space", "action_space"):
+        if getattr(held_out, name) != getattr(family, name):
+            raise ValueError(
+                f"evaluation.env_kwargs: {overrides} changes the {name.replace('_', ' ')} "
+                f"({getattr(family, name)} -> {getattr(held_out, name)}); the trained model "
+                "would not fit the held-out tasks"
+            )
+    return held_out
+
 
 def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> TaskFamily:
     """Import ``module`` (a user's own registrations), make the env once and read its facts."""

@@ -19,25 +19,137 @@ from torch.distributions import Categorical, Independent, Normal
 NONLINEARITIES = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
-def mlp(in_dim: int, out_dim: int, hidden_sizes: Sequence[int], nonlinearity: str = "relu"):
-    """A fully connected network ``in -> hidden... -> out`` with no output activation."""
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden_sizes: Sequence[int],
+    nonlinearity: str = "relu",
+    batch_norm: bool = False,
+) -> nn.Sequential:
+    """A fully connected network ``in -> hidden... -> out`` with no output activation;
+    ``batch_norm`` adds :class:`BatchNorm` after every hidden linear layer."""
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden_sizes]
     for a, b in itertools.pairwise(sizes):
-        layers += [nn.Linear(a, b), NONLINEARITIES[nonlinearity]()]
+        layers.append(nn.Linear(a, b))
+        if batch_norm:
+            layers.append(BatchNorm(b))
+        layers.append(NONLINEARITIES[nonlinearity]())
     layers.append(nn.Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)
 
 
-class RegressionMLP(nn.Module):
-    """Deterministic regressor ``x -> y`` (the paper's sinusoid network is 1-40-40-1 ReLU)."""
+class BatchNorm(nn.Module):
+    """Batch normalisation as in the MAML paper's classifiers (Sec. 5.2): always the statistics
+    of the current batch, over the batch and any spatial dimensions of ``[B, C, ...]`` inputs
+    (no running averages: the module has no buffers, so it is a pure function of its parameters
+    under ``torch.func.functional_call`` / ``vmap``, and a task's query set is normalised by its
+    own statistics, as in the paper's code); the affine scale and shift are parameters,
+    meta-learned and adapted like the weights.
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_sizes=(40, 40), nonlinearity="relu"):
+    Written with elementary tensor ops, not ``nn.BatchNorm2d(track_running_stats=False)``, which
+    computes the same function: under ``torch.func.vmap`` over tasks, torch 2.13 differentiates
+    the fused batch-norm kernel twice wrongly, and the second-order meta-gradient of every layer
+    below it came out different from the per-task loop and from finite differences (a test
+    checks vmap against the loop).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-3) -> None:
         super().__init__()
-        self.net = mlp(in_dim, out_dim, hidden_sizes, nonlinearity)
+        # eps 1e-3 is TensorFlow's default, used by the MAML and learn2learn Omniglot models:
+        # with 1-shot batches of five images the variance of the last conv blocks can be tiny.
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = (0, *range(2, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        var = x.var(dims, unbiased=False, keepdim=True)  # the biased estimate, as BatchNorm
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(
+            shape
+        )
+
+
+class RegressionMLP(nn.Module):
+    """Deterministic regressor ``x -> y`` (the paper's sinusoid network is 1-40-40-1 ReLU), also
+    the logits of an MLP classifier.
+
+    ``in_shape`` is the input size or, for images, their shape (flattened first). With
+    ``batch_norm`` every hidden layer is followed by batch normalisation: the paper's
+    non-convolutional Omniglot network, 256-128-64-64 (MAML Sec. 5.2, after Santoro et al. 2016),
+    initialised as in the paper's code (cbfinn/maml ``construct_fc_weights``: truncated normal
+    with std 0.01, zero biases).
+    """
+
+    def __init__(
+        self,
+        in_shape: int | Sequence[int],
+        out_dim: int,
+        hidden_sizes=(40, 40),
+        nonlinearity="relu",
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        self.in_ndim = len(shape)
+        self.net = mlp(int(np.prod(shape)), out_dim, hidden_sizes, nonlinearity, batch_norm)
+        if batch_norm:
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    nn.init.trunc_normal_(layer.weight, std=0.01, a=-0.02, b=0.02)
+                    nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_ndim > 1:
+            x = x.flatten(-self.in_ndim)
         return self.net(x)
+
+
+class ConvClassifier(nn.Module):
+    """The MAML paper's convolutional classifier (Sec. 5.2, after Vinyals et al. 2016): four
+    blocks of 3x3 convolution with ``filters`` channels, batch normalisation
+    (:class:`BatchNorm`), ReLU and 2x2 down-sampling, then the spatial mean of the last
+    feature map and a linear layer to the logits.
+
+    ``downsample="max_pool"`` is the paper's text (2x2 max-pooling; 28x28 -> 1x1, "the
+    dimensionality of the last hidden layer is 64"); ``"stride"`` is what its code ran for
+    Omniglot (cbfinn/maml: ``max_pool`` defaults to False, so each convolution has stride 2 and
+    the 2x2 map that is left is averaged), and costs about a third of the compute. Initialised as
+    that code: Xavier-uniform convolutions, zero biases, standard-normal output weights.
+    """
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_outputs: int,
+        filters: int = 64,
+        downsample: str = "max_pool",
+        blocks: int = 4,
+    ):
+        super().__init__()
+        if downsample not in ("max_pool", "stride"):
+            raise ValueError(f"downsample must be 'max_pool' or 'stride', got {downsample!r}")
+        channels = in_shape[0]
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            stride = 2 if downsample == "stride" else 1
+            conv = nn.Conv2d(channels, filters, 3, stride=stride, padding=1)
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+            layers += [conv, BatchNorm(filters), nn.ReLU()]
+            if downsample == "max_pool":
+                layers.append(nn.MaxPool2d(2))
+            channels = filters
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(filters, num_outputs)
+        nn.init.normal_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [batch, C, H, W]; the batch dimension is required (batch statistics).
+        return self.head(self.features(x).mean(dim=(-2, -1)))
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -75,25 +187,44 @@ class CategoricalMLPPolicy(nn.Module):
 def build_model(
     policy_config, observation_space: gym.Space, action_space: gym.Space, supervised: bool
 ) -> nn.Module:
-    """The module for a family: a regressor for supervised families, else a stochastic policy."""
+    """The module for a family: for supervised families a regressor / classifier (``policy.model``
+    ``mlp`` or ``conv``), else a stochastic MLP policy. Raises ValueError (one line) for a
+    model that does not fit the family's spaces."""
     if not isinstance(observation_space, gym.spaces.Box):
         raise ValueError(
             f"observation space {observation_space} is not a Box; "
-            "only flat Box observations are supported by the MLP policies"
+            "only Box observations are supported by the policies and models"
         )
-    obs_dim = int(np.prod(observation_space.shape))
-    hidden, act = policy_config.hidden_sizes, policy_config.nonlinearity
     if isinstance(action_space, gym.spaces.Discrete):
-        if supervised:
-            # Classification: logits over the classes, read by the cross-entropy objective.
-            return RegressionMLP(obs_dim, int(action_space.n), hidden, act)
-        return CategoricalMLPPolicy(obs_dim, int(action_space.n), hidden, act)
-    if isinstance(action_space, gym.spaces.Box):
-        act_dim = int(np.prod(action_space.shape))
-        if supervised:
-            return RegressionMLP(obs_dim, act_dim, hidden, act)
-        return GaussianMLPPolicy(obs_dim, act_dim, hidden, act, policy_config.init_std)
-    raise ValueError(f"action space {action_space} is neither Box nor Discrete")
+        out_dim = int(action_space.n)
+    elif isinstance(action_space, gym.spaces.Box):
+        out_dim = int(np.prod(action_space.shape))
+    else:
+        raise ValueError(f"action space {action_space} is neither Box nor Discrete")
+    hidden, act = policy_config.hidden_sizes, policy_config.nonlinearity
+    shape = observation_space.shape
+    if not supervised and (policy_config.model != "mlp" or policy_config.batch_norm):
+        raise ValueError(
+            "policy.model: conv and policy.batch_norm are for supervised families; "
+            "RL policies are MLPs (policy.model: mlp, policy.batch_norm: false)"
+        )
+    if policy_config.model == "conv":
+        if len(shape) != 3:
+            raise ValueError(
+                f"policy.model: conv needs image observations (channels, height, width); "
+                f"this family's have shape {shape}"
+            )
+        return ConvClassifier(
+            shape, out_dim, policy_config.conv_filters, policy_config.conv_downsample
+        )
+    if supervised:
+        # Discrete actions: classification, the outputs are logits read by the cross-entropy.
+        in_shape = shape if len(shape) > 1 else int(np.prod(shape))
+        return RegressionMLP(in_shape, out_dim, hidden, act, policy_config.batch_norm)
+    obs_dim = int(np.prod(shape))
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, out_dim, hidden, act)
+    return GaussianMLPPolicy(obs_dim, out_dim, hidden, act, policy_config.init_std)
 
 
 def distribution_tensors(

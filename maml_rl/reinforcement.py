@@ -28,7 +28,7 @@ from maml_rl.config import Config
 from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
 from maml_rl.episodes import Episodes, process_episodes
 from maml_rl.evaluation import AdaptationCurve
-from maml_rl.family import TaskFamily
+from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.meta_optimizers import check_finite, make_plain_optimizer, plain_meta_step
 from maml_rl.objectives import (
     INNER_RL_OBJECTIVES,
@@ -66,14 +66,16 @@ class RLMetaLearner:
             else make_plain_optimizer(config.meta, self.model.parameters())
         )
         s = config.sampling
+        self.eval_family = evaluation_family(family, config.evaluation.env_kwargs,
+                                             config.env.module)
         self.support_sampler = self._sampler(s.meta_batch_size, s.support_size, config.seed)
         self.query_sampler = self._sampler(s.meta_batch_size, s.query_size, config.seed + 1)
         self._adapt_seconds = 0.0
 
     def _sampler(self, num_tasks: int, episodes: int, seed: int) -> EpisodeSampler:
         return EpisodeSampler(
-            self.family.env_id, self.family.env_kwargs, num_tasks, episodes, self.horizon,
-            seed, self.device,
+            self.family.env_id, self.family.env_kwargs, num_tasks, episodes, self.horizon, seed,
+            self.device,
         )
 
     def _process(self, episodes: Episodes) -> dict[str, torch.Tensor]:
@@ -264,8 +266,9 @@ class RLMetaLearner:
         (environments and the policy's actions) without disturbing training's RNG state."""
         ev = self.config.evaluation
         model = self.model if policy is None else policy
+        family = self.eval_family  # held-out split where evaluation.env_kwargs names one
         sampler = EpisodeSampler(
-            self.family.env_id, self.family.env_kwargs, len(tasks),
+            family.env_id, family.env_kwargs, len(tasks),
             episodes or ev.support_size or self.config.sampling.support_size, self.horizon,
             seed, self.device, env_wrapper,
         )
@@ -286,7 +289,7 @@ class RLMetaLearner:
         """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
         with ``seed`` (:meth:`adaptation_rollouts`); ``policy`` replaces the meta-learned model
         (the comparison methods), ``env_wrapper`` wraps the batched env (the oracle's view)."""
-        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
         per_step: list[torch.Tensor] = []
         self.adaptation_rollouts(
             tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),

@@ -2,7 +2,9 @@
 
 The supervised families are one-step environments: ``reset`` gives the inputs, ``step`` gives
 ``info["target"]``. :class:`SupervisedSampler` steps ``M x S`` sub-envs at once, sub-env ``(i, s)``
-holding task i, and returns tensors with a leading task dimension ``[M, S, ...]``.
+holding task i, and returns tensors with a leading task dimension ``[M, S, ...]``. A family whose
+shots depend on each other (``metadata["sequential_shots"]``: few-shot classification draws K
+examples of every class, without replacement) gets one sub-env per task, stepped S times.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from envs.generic import make_task_vector_env
+from envs.generic import family_metadata, make_task_vector_env
 from maml_rl.adaptation import forward
 from maml_rl.episodes import Episodes
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
@@ -43,6 +45,11 @@ class SupervisedSampler(_VectorEnvSampler):
     Returns ``{"inputs": [M, S, *obs_shape], "targets": [M, S, *target_shape]}``. Sub-env
     randomness is seeded once from ``seed`` and then carried on (its state is checkpointed via
     :meth:`rng_state`), so re-seeding costs nothing per iteration.
+
+    Shots are independent draws of ``M x S`` sub-envs, except for a family with
+    ``metadata["sequential_shots"]``, whose S shots of a task are S consecutive episodes of one
+    sub-env (M sub-envs, S vectorised steps): there the env itself makes the shots of a task
+    class-balanced and distinct, which independent sub-envs could not.
     """
 
     def __init__(
@@ -55,7 +62,9 @@ class SupervisedSampler(_VectorEnvSampler):
         device: str | torch.device = "cpu",
     ) -> None:
         self.num_tasks, self.shots, self.device = num_tasks, shots, torch.device(device)
-        self.env = make_task_vector_env(env_id, num_tasks * shots, **env_kwargs)
+        self.sequential = bool(family_metadata(env_id).get("sequential_shots", False))
+        num_envs = num_tasks if self.sequential else num_tasks * shots
+        self.env = make_task_vector_env(env_id, num_envs, **env_kwargs)
         self.env.reset(seed=seed)
         space = self.env.single_action_space
         # The action does not change the target; a fixed valid one keeps the step cheap.
@@ -65,14 +74,27 @@ class SupervisedSampler(_VectorEnvSampler):
     def sample(self, tasks: Sequence[Any]) -> dict[str, torch.Tensor]:
         if len(tasks) != self.num_tasks:
             raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
-        self.env.set_tasks([task for task in tasks for _ in range(self.shots)])
-        inputs, _ = self.env.reset()
-        _, _, _, _, info = self.env.step(self._action)
+        if self.sequential:
+            self.env.set_tasks(list(tasks))  # starts a new draw of every task's examples
+            steps = [self._one_step() for _ in range(self.shots)]
+            # [M, S, ...] flattened task-major, the layout of the branch below.
+            inputs, targets = (
+                np.stack(arrays, axis=1).reshape(-1, *arrays[0].shape[1:])
+                for arrays in zip(*steps, strict=True)
+            )
+        else:
+            self.env.set_tasks([task for task in tasks for _ in range(self.shots)])
+            inputs, targets = self._one_step()
         shape = (self.num_tasks, self.shots)
-        inputs = torch.as_tensor(np.asarray(inputs)).reshape(*shape, *inputs.shape[1:])
-        targets = torch.as_tensor(np.asarray(info["target"]))
+        inputs = torch.as_tensor(inputs).reshape(*shape, *inputs.shape[1:])
+        targets = torch.as_tensor(targets)
         targets = targets.reshape(*shape, *targets.shape[1:]).to(self._target_dtype)
         return {"inputs": inputs.to(self.device), "targets": targets.to(self.device)}
+
+    def _one_step(self) -> tuple[np.ndarray, np.ndarray]:
+        inputs, _ = self.env.reset()
+        _, _, _, _, info = self.env.step(self._action)
+        return np.asarray(inputs), np.asarray(info["target"])
 
 
 def split_shots(batch: dict[str, torch.Tensor], first: int):

@@ -14,9 +14,9 @@ import torch
 from torch.func import vmap
 
 from maml_rl.adaptation import adapted_losses, meta_parameters
-from maml_rl.config import Config
+from maml_rl.config import Config, ConfigError
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
-from maml_rl.family import TaskFamily
+from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.meta_optimizers import make_plain_optimizer, plain_meta_step
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
@@ -34,7 +34,18 @@ class SupervisedMetaLearner:
         ).to(device)
         self.optimizer = make_plain_optimizer(config.meta, self.model.parameters())
         self.batching = config.task_batching(supervised=True, device=device)
-        s = config.sampling
+        self.eval_batching = config.task_batching(supervised=True, device=device, evaluation=True)
+        s, ev = config.sampling, config.evaluation
+        # Built now so that a mistake in evaluation.env_kwargs stops the run before training.
+        self.eval_family = evaluation_family(family, ev.env_kwargs, config.env.module)
+        for section, fam, support, query in (
+            ("sampling", family, s.support_size, s.query_size),
+            ("evaluation", self.eval_family, ev.support_size or s.support_size,
+             ev.query_size or s.query_size),
+        ):
+            problem = fam.shots_problem(support, query)
+            if problem:
+                raise ConfigError(f"{section}: {problem}")
         self.sampler = SupervisedSampler(
             family.env_id, family.env_kwargs, s.meta_batch_size,
             s.support_size + s.query_size, seed=config.seed, device=device,
@@ -58,17 +69,18 @@ class SupervisedMetaLearner:
     def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve:
         """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``."""
         ev = self.config.evaluation
-        tasks = self.family.sample_tasks(num_tasks, np.random.default_rng(seed))
-        classification = self.family.supervised_loss == "cross_entropy"
+        family = self.eval_family
+        tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        classification = family.supervised_loss == "cross_entropy"
         return evaluate_supervised(
-            self.model, meta_parameters(self.model), self.loss_fn, self.family.env_id,
-            self.family.env_kwargs, tasks,
+            self.model, meta_parameters(self.model), self.loss_fn, family.env_id,
+            family.env_kwargs, tasks,
             support_size=ev.support_size or self.config.sampling.support_size,
             query_size=ev.query_size or self.config.sampling.query_size,
             step_sizes=self.config.inner_step_sizes(steps, ev.lr),
             seed=seed, metric_fn=accuracy if classification else None,
             metric="accuracy" if classification else "mse",
-            batching=self.batching, device=self.device,
+            batching=self.eval_batching, device=self.device,
         )
 
     def state_dict(self) -> dict[str, Any]:
