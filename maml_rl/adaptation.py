@@ -26,6 +26,11 @@ Params = dict[str, Tensor]
 Batch = Mapping[str, Any]
 #: ``loss_fn(model, params, batch) -> scalar``: a task's loss for given parameters.
 LossFn = Callable[[nn.Module, Params, Batch], Tensor]
+#: An inner step size: one number, or one tensor per parameter (Meta-SGD's learned rates).
+StepSize = float | Params
+#: ``step_fn(theta, phi, batch, step_size, functional) -> phi'``: one step of an algorithm's task
+#: adaptation from ``phi`` for meta-parameters ``theta`` (see :mod:`maml_rl.algorithms`).
+StepFn = Callable[[Params, Params, Batch, float, bool], Params]
 
 
 def meta_parameters(model: nn.Module) -> Params:
@@ -43,13 +48,15 @@ def inner_step(
     params: Params,
     loss_fn: LossFn,
     batch: Batch,
-    step_size: float,
+    step_size: StepSize,
     first_order: bool = False,
     trainable: Sequence[str] | None = None,
     functional: bool = False,
 ) -> Params:
-    """One inner gradient step, Eq. (1). ``trainable`` restricts which parameters adapt;
-    ``functional=True`` is required under ``torch.func`` transforms such as vmap."""
+    """One inner gradient step, Eq. (1). ``trainable`` restricts which parameters adapt (ANIL);
+    ``step_size`` may hold one tensor per parameter, multiplied elementwise with the gradient
+    (Meta-SGD, Li et al. 2017: ``theta' = theta - alpha o grad L``); ``functional=True`` is
+    required under ``torch.func`` transforms such as vmap."""
     names = list(params) if trainable is None else list(trainable)
     frozen = {k: v for k, v in params.items() if k not in names}
     adapting = {k: params[k] for k in names}
@@ -64,7 +71,8 @@ def inner_step(
             grads = {k: g.detach() for k, g in grads.items()}
     else:
         grads = _autograd_grads(loss_of, adapting, first_order)
-    return {**frozen, **{k: params[k] - step_size * grads[k] for k in names}}
+    rate = (lambda k: step_size[k]) if isinstance(step_size, Mapping) else lambda k: step_size
+    return {**frozen, **{k: params[k] - rate(k) * grads[k] for k in names}}
 
 
 def _autograd_grads(loss_of: Callable[[Params], Tensor], params: Params, first_order: bool):
@@ -82,7 +90,7 @@ def adapt(
     params: Params,
     loss_fn: LossFn,
     batches: Batch | Sequence[Batch],
-    step_sizes: Sequence[float],
+    step_sizes: Sequence[StepSize],
     first_order: bool = False,
     trainable: Sequence[str] | None = None,
     functional: bool = False,
@@ -149,7 +157,7 @@ def adapted_losses(
     loss_fn: LossFn,
     support: Batch,
     query: Batch,
-    step_sizes: Sequence[float],
+    step_sizes: Sequence[StepSize],
     first_order: bool = False,
     batching: str = "vmap",
     trainable: Sequence[str] | None = None,

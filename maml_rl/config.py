@@ -126,6 +126,34 @@ class MetaConfig:
 
 
 @dataclass
+class ReptileConfig:
+    """Reptile (Nichol, Achiam & Schulman 2018), read when ``algorithm: reptile``.
+
+    Its inner loop is ``inner.steps`` plain SGD steps of ``inner.lr`` on the task's support set;
+    its outer step size epsilon is ``meta.lr``: the pseudo-gradient ``theta - mean_i theta_i``
+    goes to the meta-optimizer, so ``meta.optimizer: sgd`` gives the paper's update
+    ``theta + epsilon * mean_i(theta_i - theta)`` exactly and ``adam`` its Adam variant."""
+
+    anneal: bool = False
+    """Decay the outer step size (``meta.lr``) linearly to 0 over ``training.iterations``, as
+    the Reptile paper's sine-wave experiment does."""
+
+
+@dataclass
+class IMAMLConfig:
+    """Implicit MAML (Rajeswaran, Finn, Kakade & Levine 2019), read when ``algorithm: imaml``.
+
+    The inner problem ``min_phi L(phi) + lam/2 ||phi - theta||^2`` is solved approximately by
+    ``inner.steps`` gradient steps of ``inner.lr``; the meta-gradient
+    ``(I + H/lam)^-1 grad L_query(phi)`` by conjugate gradient."""
+
+    lam: float = field(default=1.0, metadata=_range(gt=0))
+    """Strength lambda of the proximal term that keeps the adapted parameters near theta."""
+    cg_steps: int = field(default=5, metadata=_range(ge=1))
+    """Conjugate-gradient iterations (Hessian-vector products) for the implicit meta-gradient."""
+
+
+@dataclass
 class SamplingConfig:
     """What is drawn each meta-iteration."""
 
@@ -189,10 +217,19 @@ class LoggingConfig:
     """Show a progress bar."""
 
 
+#: The meta-learning algorithms (:mod:`maml_rl.algorithms` has one module per algorithm).
+Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "anil", "imaml"]
+
+
 @dataclass
 class Config:
     """A whole experiment."""
 
+    algorithm: Algorithm = "maml"
+    """``maml`` (second order), ``fomaml`` (first order, same as ``inner.first_order: true``),
+    ``reptile``, ``metasgd`` (learned per-parameter inner rates), ``anil`` (only the last layer
+    adapts), ``imaml`` (proximal inner problem, implicit meta-gradient). RL families: maml and
+    fomaml. See README "Algorithms"."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Task family."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -201,6 +238,10 @@ class Config:
     """Inner loop."""
     meta: MetaConfig = field(default_factory=MetaConfig)
     """Meta-update."""
+    reptile: ReptileConfig = field(default_factory=ReptileConfig)
+    """Reptile's own settings."""
+    imaml: IMAMLConfig = field(default_factory=IMAMLConfig)
+    """iMAML's own settings."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Sampling."""
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -409,7 +450,36 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Validate a nested mapping (as read from YAML) into a :class:`Config`."""
-    return _build(Config, data)
+    return _resolve_algorithm(_build(Config, data))
+
+
+# Algorithms whose inner loop is first order by construction (no Hessian term to drop).
+_FIRST_ORDER_BY_CONSTRUCTION = ("reptile", "imaml")
+
+
+def _resolve_algorithm(config: Config) -> Config:
+    """Check the keys that depend on ``algorithm`` and make ``fomaml`` and
+    ``inner.first_order: true`` one setting, so the written config reads consistently."""
+    name = config.algorithm
+    if name == "fomaml":
+        config.inner.first_order = True
+    if config.inner.first_order and name in _FIRST_ORDER_BY_CONSTRUCTION:
+        raise ConfigError(
+            f"inner.first_order: true has no meaning for algorithm '{name}' (first order by "
+            "construction); allowed with: maml, fomaml, metasgd, anil"
+        )
+    if name == "metasgd":
+        if config.evaluation.lr is not None:
+            raise ConfigError(
+                f"evaluation.lr: {config.evaluation.lr!r} is not used by algorithm 'metasgd' "
+                "(it adapts with its learned rates); allowed: null"
+            )
+        if isinstance(config.inner.lr, list) and len(set(config.inner.lr)) > 1:
+            raise ConfigError(
+                f"inner.lr: algorithm 'metasgd' initialises its learned rates from one number, "
+                f"got {config.inner.lr!r}"
+            )
+    return config
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

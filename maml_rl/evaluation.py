@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from maml_rl.adaptation import LossFn, Params, adapt, task_slice
+from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, task_slice
 from maml_rl.sampling import SupervisedSampler, split_shots
 
 
@@ -95,17 +95,23 @@ def evaluate_supervised(
     batching: str = "vmap",
     chunk_size: int = 200,
     device: str | torch.device = "cpu",
+    step_fn: StepFn | None = None,
 ) -> AdaptationCurve:
     """Adapt to each task on ``support_size`` shots with ``len(step_sizes)`` steps (the same
     support set at each step, as in the paper) and measure ``metric_fn`` (default: the loss) on
-    ``query_size`` fresh shots after 0..K steps."""
+    ``query_size`` fresh shots after 0..K steps. ``step_fn`` is the algorithm's inner step
+    (:meth:`maml_rl.algorithms.SupervisedAlgorithm.inner_step`, the one training adapts with);
+    None is MAML's plain gradient step."""
     metric_fn = metric_fn or loss_fn
     params = {k: v.detach() for k, v in params.items()}
+    if step_fn is None:
+        def step_fn(theta, phi, batch, alpha, functional):
+            return inner_step(model, phi, loss_fn, batch, alpha, functional=functional)
 
     def curve(support, query) -> torch.Tensor:
         values, adapted = [metric_fn(model, params, query)], params
         for alpha in step_sizes:
-            adapted = adapt(model, adapted, loss_fn, support, [alpha], functional=functional)
+            adapted = step_fn(params, adapted, support, alpha, functional)
             values.append(metric_fn(model, adapted, query))
         return torch.stack(values)
 

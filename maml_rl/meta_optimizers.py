@@ -1,11 +1,12 @@
 """The plain meta-optimizer (Adam or SGD on the post-adaptation loss, MAML Eq. 3) and the
 non-finite guard shared by every meta-update. The TRPO meta-update lives in
-:mod:`maml_rl.trpo`."""
+:mod:`maml_rl.trpo`; algorithms whose meta-gradient is not the gradient of a loss (Reptile,
+iMAML) hand it to :func:`apply_meta_gradient`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -36,7 +37,26 @@ def plain_meta_step(
     check_finite("meta-loss", meta_loss.detach())
     optimizer.zero_grad(set_to_none=True)
     meta_loss.backward()
+    _check_gradients(parameters)
+    optimizer.step()
+
+
+def apply_meta_gradient(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], grads: Sequence[Tensor]
+) -> None:
+    """Take one optimizer step along ``grads`` (one per parameter, e.g. Reptile's
+    ``theta - mean_i theta_i`` or iMAML's implicit gradient), with the same NaN/inf guard as
+    :func:`plain_meta_step`."""
+    if len(parameters) != len(grads):
+        raise ValueError(f"{len(grads)} gradients for {len(parameters)} parameters")
+    optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(parameters, grads, strict=True):
+        p.grad = g.detach().to(p)
+    _check_gradients(parameters)
+    optimizer.step()
+
+
+def _check_gradients(parameters: Iterable[Tensor]) -> None:
     params = [p for p in parameters if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
     check_finite("meta-gradient norm", norm)
-    optimizer.step()

@@ -1,8 +1,9 @@
-"""MAML on supervised families (sinusoid regression, few-shot classification).
+"""The MAML family on supervised families (sinusoid regression, few-shot classification).
 
 One meta-iteration (MAML paper, Algorithm 2): draw M tasks, K support and Q query shots each,
-adapt on the support set (Eq. 1), and update theta with the plain meta-optimizer on the mean
-post-adaptation query loss (Eq. 3).
+and let the configured algorithm (:mod:`maml_rl.algorithms`) adapt on the support sets and
+update the meta-parameters from the query sets. Evaluation adapts with the same algorithm's
+inner step.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from maml_rl.adaptation import adapted_losses, meta_parameters
+from maml_rl.adaptation import meta_parameters
+from maml_rl.algorithms import build_algorithm
 from maml_rl.config import Config, ConfigError
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
 from maml_rl.family import TaskFamily, evaluation_family
-from maml_rl.meta_optimizers import make_plain_optimizer, plain_meta_step
+from maml_rl.meta_optimizers import make_plain_optimizer
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
 
 
 class SupervisedMetaLearner:
-    """Model, meta-optimizer and sampler of a supervised MAML run."""
+    """Model, algorithm, meta-optimizer and sampler of a supervised meta-learning run."""
 
     def __init__(self, config: Config, family: TaskFamily, device: str) -> None:
         self.config, self.family, self.device = config, family, device
@@ -32,7 +34,6 @@ class SupervisedMetaLearner:
         self.model = build_model(
             config.policy, family.observation_space, family.action_space, supervised=True
         ).to(device)
-        self.optimizer = make_plain_optimizer(config.meta, self.model.parameters())
         self.batching = config.task_batching(supervised=True, device=device)
         self.eval_batching = config.task_batching(supervised=True, device=device, evaluation=True)
         s, ev = config.sampling, config.evaluation
@@ -46,6 +47,8 @@ class SupervisedMetaLearner:
             problem = fam.shots_problem(support, query)
             if problem:
                 raise ConfigError(f"{section}: {problem}")
+        self.algorithm = build_algorithm(config, self.model, self.loss_fn, self.batching)
+        self.optimizer = make_plain_optimizer(config.meta, self.algorithm.parameters())
         self.sampler = SupervisedSampler(
             family.env_id, family.env_kwargs, s.meta_batch_size,
             s.support_size + s.query_size, seed=config.seed, device=device,
@@ -55,16 +58,11 @@ class SupervisedMetaLearner:
         """One meta-update on ``tasks``; returns the iteration's metrics."""
         cfg = self.config
         support, query = split_shots(self.sampler.sample(tasks), cfg.sampling.support_size)
-        params = meta_parameters(self.model)
-        losses = adapted_losses(
-            self.model, params, self.loss_fn, support, query, cfg.inner_step_sizes(),
-            cfg.inner.first_order, self.batching,
-        )
-        meta_loss = losses.mean()
-        plain_meta_step(self.optimizer, meta_loss, self.model.parameters())
-        with torch.no_grad():
-            before = vmap(lambda q: self.loss_fn(self.model, params, q))(query).mean()
-        return {"loss/pre_adaptation": before.item(), "loss/post_adaptation": meta_loss.item()}
+        with torch.no_grad():  # before the update, so it is the same theta as the adaptation's
+            params = meta_parameters(self.model)
+            before = vmap(lambda q: self.loss_fn(self.model, params, q))(query).mean().item()
+        metrics = self.algorithm.meta_step(self.optimizer, support, query)
+        return {"loss/pre_adaptation": before, **metrics}
 
     def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve:
         """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``."""
@@ -79,8 +77,8 @@ class SupervisedMetaLearner:
             query_size=ev.query_size or self.config.sampling.query_size,
             step_sizes=self.config.inner_step_sizes(steps, ev.lr),
             seed=seed, metric_fn=accuracy if classification else None,
-            metric="accuracy" if classification else "mse",
-            batching=self.eval_batching, device=self.device,
+            metric="accuracy" if classification else "mse", method=self.config.algorithm,
+            batching=self.eval_batching, device=self.device, step_fn=self.algorithm.inner_step,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -88,12 +86,14 @@ class SupervisedMetaLearner:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "sampler_rng": self.sampler.rng_state(),
+            "algorithm": self.algorithm.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_rng_state(state["sampler_rng"])
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
 
     def close(self) -> None:
         self.sampler.close()

@@ -39,7 +39,10 @@ class MetaLearner(Protocol):
 
 
 def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearner:
-    """The learner for the family's kind."""
+    """The learner for the family's kind; a one-line ConfigError if it lacks ``algorithm``."""
+    from maml_rl.algorithms import check_supported
+
+    check_supported(config, family.supervised, family.env_id)
     if family.supervised:
         from maml_rl.supervised import SupervisedMetaLearner
 

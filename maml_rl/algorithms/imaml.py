@@ -1,0 +1,105 @@
+"""Implicit MAML (Rajeswaran, Finn, Kakade & Levine 2019, "Meta-Learning with Implicit
+Gradients").
+
+Inner problem (their Sec. 2.2): ``phi_i = argmin_phi L_s(phi) + lam/2 ||phi - theta||^2``,
+solved approximately by ``inner.steps`` gradient steps of ``inner.lr`` from ``phi = theta``.
+Meta-gradient (their Lemma 1, implicit Jacobian ``d phi_i/d theta = (I + H_s(phi_i)/lam)^-1``):
+``g_i = (I + H_s(phi_i)/lam)^-1 grad L_q(phi_i)``, found by conjugate gradient with
+Hessian-vector products (their Algorithm 2), never by differentiating through the inner steps.
+
+Evaluation adapts with the same proximal steps, the prox centre being the meta-parameters; the
+first step starts at ``phi = theta`` where the proximal term has zero gradient, so after one step
+iMAML's adapted model is a plain gradient step, like MAML's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
+from maml_rl.algorithms.base import SupervisedAlgorithm, detached
+from maml_rl.config import Config
+from maml_rl.trpo import conjugate_gradient, hessian_vector_product
+
+
+def proximal_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    theta: Params,
+    phi: Params,
+    batch: Batch,
+    step_size: float,
+    lam: float,
+    functional: bool = False,
+) -> Params:
+    """One gradient step on the proximal objective ``L(phi) + lam/2 ||phi - theta||^2``:
+    ``phi - alpha (grad L(phi) + lam (phi - theta))``. The penalty's gradient is added in
+    closed form (cheaper than through autograd); nothing is differentiated through the step."""
+    plain = inner_step(model, phi, loss_fn, batch, step_size, first_order=True,
+                       functional=functional)
+    return {k: plain[k] - step_size * lam * (phi[k] - theta[k].detach()) for k in phi}
+
+
+def implicit_meta_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    adapted: Params,
+    support: Batch,
+    query: Batch,
+    lam: float,
+    cg_steps: int,
+    batching: str = "vmap",
+) -> tuple[Params, Tensor]:
+    """Mean over tasks of ``(I + H_s(phi_i)/lam)^-1 grad L_q(phi_i)`` and the query losses.
+
+    ``adapted`` holds the ``phi_i`` stacked along a leading task dimension. The sum over tasks
+    of ``L_s,i(phi_i)`` has the block-diagonal Hessian ``diag(H_s,i)`` in the stacked
+    parameters, so the M task systems are one symmetric positive-definite system, solved by one
+    run of :func:`maml_rl.trpo.conjugate_gradient` with :func:`maml_rl.trpo.hessian_vector_product`
+    (the gradient graph built once and reused by every product): one batched product per
+    iteration instead of M. Converged, it gives the per-task solutions of M separate runs; after
+    fewer iterations it differs from them (one Krylov polynomial shared by all tasks).
+    """
+    leaves = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+    params = list(leaves.values())
+
+    def task_losses(batch: Batch) -> Tensor:
+        return map_tasks(lambda p, b: loss_fn(model, p, b), leaves, dict(batch),
+                         batching=batching)
+
+    with torch.enable_grad():
+        losses = task_losses(query)
+        query_grads = torch.autograd.grad(losses.sum(), params)
+        hvp = hessian_vector_product(task_losses(support).sum(), params)
+    rhs = torch.cat([g.reshape(-1) for g in query_grads])
+    solution = conjugate_gradient(lambda v: v + hvp(v) / lam, rhs, iters=cg_steps)
+    grads, offset = {}, 0
+    for name, p in leaves.items():
+        grads[name] = solution[offset : offset + p.numel()].reshape(p.shape).mean(0)
+        offset += p.numel()
+    return grads, losses.detach()
+
+
+class IMAML(SupervisedAlgorithm):
+    """iMAML with the proximal gradient-descent inner solver and the CG implicit gradient."""
+
+    def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
+        super().__init__(config, model, loss_fn, batching)
+        self.lam, self.cg_steps = config.imaml.lam, config.imaml.cg_steps
+
+    def inner_step(
+        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
+    ) -> Params:
+        """One :func:`proximal_step` around ``theta``."""
+        return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size, self.lam,
+                             functional)
+
+    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
+        theta = detached(meta_parameters(self.model))
+        with torch.no_grad():  # the inner gradient still runs: it enables grad itself
+            adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), dict(support),
+                                batching=self.batching)
+        grads, losses = implicit_meta_gradient(self.model, self.loss_fn, adapted, support, query,
+                                               self.lam, self.cg_steps, self.batching)
+        return [grads[k] for k in theta], losses

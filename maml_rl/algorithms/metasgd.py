@@ -1,0 +1,47 @@
+"""Meta-SGD (Li, Zhou, Chen & Li 2017, "Meta-SGD: Learning to Learn Quickly for Few-Shot
+Learning").
+
+The inner step is ``theta' = theta - alpha o grad L_s(theta)`` with ``alpha`` a tensor of the
+same shape as ``theta`` (one rate per parameter, elementwise product ``o``); ``theta`` and
+``alpha`` are meta-learned together by the outer optimizer on the query loss of ``theta'``.
+Our ``alpha`` starts at ``inner.lr`` everywhere; it is stored in the checkpoint, and evaluation
+adapts with it (so ``evaluation.lr`` does not apply).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from maml_rl.adaptation import LossFn, Params, meta_parameters
+from maml_rl.algorithms.maml import MAML
+from maml_rl.config import Config
+
+
+class MetaSGD(MAML):
+    """MAML with a learned per-parameter inner learning rate ``alpha``."""
+
+    def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
+        super().__init__(config, model, loss_fn, batching)
+        alpha = config.inner_step_sizes()[0]
+        self.rates: Params = {
+            name: nn.Parameter(torch.full_like(p.detach(), alpha))
+            for name, p in meta_parameters(model).items()
+        }
+
+    def rate(self, step_size: float) -> Params:
+        """The learned rates replace the configured step size, in training and evaluation."""
+        return self.rates
+
+    def extra_parameters(self) -> list[Tensor]:
+        return list(self.rates.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rates": {k: v.detach().clone() for k, v in self.rates.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state["rates"].items():
+                self.rates[name].copy_(value)
