@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
+from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
 from maml_rl.algorithms.base import SupervisedAlgorithm, detached
 from maml_rl.config import Config
 from maml_rl.trpo import conjugate_gradient, hessian_vector_product
@@ -43,9 +43,8 @@ def proximal_step(
     objective most. The penalty's gradient is added in closed form (cheaper than through
     autograd); nothing is differentiated through the step."""
     theta = detached(theta)
-    plain = inner_step(model, phi, loss_fn, batch, step_size, first_order=True,
-                       functional=functional)
-    direction = {k: (phi[k] - plain[k]) / step_size + lam * (phi[k] - theta[k]) for k in phi}
+    grads = inner_gradient(model, phi, loss_fn, batch, first_order=True, functional=functional)
+    direction = {k: grads[k] + lam * (phi[k] - theta[k]) for k in phi}
     if not backtracks:
         return {k: phi[k] - step_size * direction[k] for k in phi}
 
