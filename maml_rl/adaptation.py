@@ -43,6 +43,33 @@ def forward(model: nn.Module, params: Params, *args: Any) -> Any:
     return functional_call(model, params, args, strict=False)
 
 
+def inner_gradient(
+    model: nn.Module,
+    params: Params,
+    loss_fn: LossFn,
+    batch: Batch,
+    first_order: bool = False,
+    trainable: Sequence[str] | None = None,
+    functional: bool = False,
+) -> Params:
+    """Gradient of the task's inner loss with respect to the ``trainable`` parameters (all by
+    default); a constant of ``params`` when ``first_order``, else differentiable in them."""
+    names = list(params) if trainable is None else list(trainable)
+    frozen = {k: v for k, v in params.items() if k not in names}
+    adapting = {k: params[k] for k in names}
+
+    def loss_of(adapted: Params) -> Tensor:
+        return loss_fn(model, {**frozen, **adapted}, batch)
+
+    if functional:
+        grads = grad(loss_of)(adapting)
+        if first_order:
+            # First-order MAML: treat the inner gradient as a constant of theta.
+            grads = {k: g.detach() for k, g in grads.items()}
+        return grads
+    return _autograd_grads(loss_of, adapting, first_order)
+
+
 def inner_step(
     model: nn.Module,
     params: Params,
@@ -57,22 +84,9 @@ def inner_step(
     ``step_size`` may hold one tensor per parameter, multiplied elementwise with the gradient
     (Meta-SGD, Li et al. 2017: ``theta' = theta - alpha o grad L``); ``functional=True`` is
     required under ``torch.func`` transforms such as vmap."""
-    names = list(params) if trainable is None else list(trainable)
-    frozen = {k: v for k, v in params.items() if k not in names}
-    adapting = {k: params[k] for k in names}
-
-    def loss_of(adapted: Params) -> Tensor:
-        return loss_fn(model, {**frozen, **adapted}, batch)
-
-    if functional:
-        grads = grad(loss_of)(adapting)
-        if first_order:
-            # First-order MAML: treat the inner gradient as a constant of theta.
-            grads = {k: g.detach() for k, g in grads.items()}
-    else:
-        grads = _autograd_grads(loss_of, adapting, first_order)
+    grads = inner_gradient(model, params, loss_fn, batch, first_order, trainable, functional)
     rate = (lambda k: step_size[k]) if isinstance(step_size, Mapping) else lambda k: step_size
-    return {**frozen, **{k: params[k] - rate(k) * grads[k] for k in names}}
+    return {**params, **{k: params[k] - rate(k) * g for k, g in grads.items()}}
 
 
 def _autograd_grads(loss_of: Callable[[Params], Tensor], params: Params, first_order: bool):

@@ -144,13 +144,18 @@ class IMAMLConfig:
     """Implicit MAML (Rajeswaran, Finn, Kakade & Levine 2019), read when ``algorithm: imaml``.
 
     The inner problem ``min_phi L(phi) + lam/2 ||phi - theta||^2`` is solved approximately by
-    ``inner.steps`` gradient steps of ``inner.lr``; the meta-gradient
-    ``(I + H/lam)^-1 grad L_query(phi)`` by conjugate gradient."""
+    ``inner.steps`` gradient steps of ``inner.lr`` (line-searched with ``backtracks``); the
+    meta-gradient ``(I + H/lam)^-1 grad L_query(phi)`` by conjugate gradient."""
 
     lam: float = field(default=1.0, metadata=_range(gt=0))
     """Strength lambda of the proximal term that keeps the adapted parameters near theta."""
     cg_steps: int = field(default=5, metadata=_range(ge=1))
     """Conjugate-gradient iterations (Hessian-vector products) for the implicit meta-gradient."""
+    backtracks: int = field(default=0, metadata=_range(ge=0))
+    """Line search of each inner step: try ``inner.lr / 2^j`` for j = 0..backtracks (and no
+    step) and keep what lowers the proximal objective most; 0: fixed steps of ``inner.lr``.
+    Fixed steps diverged on the sinusoid: iMAML's outer loop raises the curvature (the exact
+    proximal solution improves with it) until ``inner.lr`` is too large (README)."""
 
 
 @dataclass

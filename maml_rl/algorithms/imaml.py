@@ -2,14 +2,17 @@
 Gradients").
 
 Inner problem (their Sec. 2.2): ``phi_i = argmin_phi L_s(phi) + lam/2 ||phi - theta||^2``,
-solved approximately by ``inner.steps`` gradient steps of ``inner.lr`` from ``phi = theta``.
+solved approximately by ``inner.steps`` gradient steps of ``inner.lr`` from ``phi = theta``,
+optionally line-searched (``imaml.backtracks``): the implicit gradient does not depend on the
+path of the inner solver (their Sec. 3), so a solver that cannot diverge is a free choice.
 Meta-gradient (their Lemma 1, implicit Jacobian ``d phi_i/d theta = (I + H_s(phi_i)/lam)^-1``):
 ``g_i = (I + H_s(phi_i)/lam)^-1 grad L_q(phi_i)``, found by conjugate gradient with
 Hessian-vector products (their Algorithm 2), never by differentiating through the inner steps.
 
-Evaluation adapts with the same proximal steps, the prox centre being the meta-parameters; the
-first step starts at ``phi = theta`` where the proximal term has zero gradient, so after one step
-iMAML's adapted model is a plain gradient step, like MAML's.
+Evaluation adapts with the same proximal steps (the paper's test-time procedure is its inner
+solver), the prox centre being the meta-parameters; the first step starts at ``phi = theta``
+where the proximal term has zero gradient, so it is a plain gradient step (line-searched on the
+proximal objective when ``backtracks`` > 0).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
+from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
 from maml_rl.algorithms.base import SupervisedAlgorithm, detached
 from maml_rl.config import Config
 from maml_rl.trpo import conjugate_gradient, hessian_vector_product
@@ -32,13 +35,32 @@ def proximal_step(
     step_size: float,
     lam: float,
     functional: bool = False,
+    backtracks: int = 0,
 ) -> Params:
     """One gradient step on the proximal objective ``L(phi) + lam/2 ||phi - theta||^2``:
-    ``phi - alpha (grad L(phi) + lam (phi - theta))``. The penalty's gradient is added in
-    closed form (cheaper than through autograd); nothing is differentiated through the step."""
-    plain = inner_step(model, phi, loss_fn, batch, step_size, first_order=True,
-                       functional=functional)
-    return {k: plain[k] - step_size * lam * (phi[k] - theta[k].detach()) for k in phi}
+    ``phi - a (grad L(phi) + lam (phi - theta))``, with ``a = alpha`` or, given ``backtracks``,
+    the one of ``alpha, alpha/2, ..., alpha/2^backtracks`` (or no step) that lowers the
+    objective most. The penalty's gradient is added in closed form (cheaper than through
+    autograd); nothing is differentiated through the step."""
+    theta = detached(theta)
+    grads = inner_gradient(model, phi, loss_fn, batch, first_order=True, functional=functional)
+    direction = {k: grads[k] + lam * (phi[k] - theta[k]) for k in phi}
+    if not backtracks:
+        return {k: phi[k] - step_size * direction[k] for k in phi}
+
+    def objective(p: Params) -> Tensor:
+        penalty = sum(((p[k] - theta[k]) ** 2).sum() for k in p)
+        return loss_fn(model, p, batch) + 0.5 * lam * penalty
+
+    # Every candidate is evaluated and the best kept by a one-hot mix (no data-dependent
+    # control flow), so the search runs under vmap, one task per lane.
+    candidates = [phi] + [{k: phi[k] - step_size * 0.5**j * direction[k] for k in phi}
+                          for j in range(backtracks + 1)]
+    with torch.no_grad():
+        values = torch.stack([objective(c) for c in candidates])
+        best = torch.nn.functional.one_hot(values.nan_to_num(torch.inf).argmin(),
+                                           len(candidates)).to(values.dtype)
+    return {k: sum(w * c[k] for w, c in zip(best, candidates, strict=True)) for k in phi}
 
 
 def implicit_meta_gradient(
@@ -86,14 +108,14 @@ class IMAML(SupervisedAlgorithm):
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
-        self.lam, self.cg_steps = config.imaml.lam, config.imaml.cg_steps
+        self.options = config.imaml
 
     def inner_step(
         self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
     ) -> Params:
         """One :func:`proximal_step` around ``theta``."""
-        return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size, self.lam,
-                             functional)
+        return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size,
+                             self.options.lam, functional, self.options.backtracks)
 
     def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
         theta = detached(meta_parameters(self.model))
@@ -101,5 +123,6 @@ class IMAML(SupervisedAlgorithm):
             adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), dict(support),
                                 batching=self.batching)
         grads, losses = implicit_meta_gradient(self.model, self.loss_fn, adapted, support, query,
-                                               self.lam, self.cg_steps, self.batching)
+                                               self.options.lam, self.options.cg_steps,
+                                               self.batching)
         return [grads[k] for k in theta], losses
