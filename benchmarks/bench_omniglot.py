@@ -3,7 +3,7 @@
 Each row builds the config's learner (real data, real sampler) and times ``meta_iteration`` on
 fresh tasks; the median of ``--iterations`` after two warm-up iterations is printed. Variants:
 down-sampling (stride-2 convolutions or max-pooling), task batching (vmap or a loop), and
-first- vs second-order meta-gradients.
+first- vs second-order meta-gradients. Run it alone: other jobs on the cores change the figures.
 
     python benchmarks/bench_omniglot.py [--iterations 5] [--threads 1] [CONFIG ...]
 """
@@ -24,6 +24,7 @@ from maml_rl.supervised import SupervisedMetaLearner
 VARIANTS = {
     "config": [],
     "max_pool": ["policy.conv_downsample=max_pool"],
+    "vmap": ["meta.task_batching=vmap"],
     "loop": ["meta.task_batching=loop"],
     "first_order": ["inner.first_order=true"],
 }

@@ -205,7 +205,10 @@ def check_task_family(env_id: str, n_tasks: int = 3, seed: int = 0, steps: int =
     if env_id not in gym.registry:
         raise AssertionError(unknown_env_message(env_id))
     assert n_tasks >= 1, "n_tasks must be >= 1"
-    env = gym.make(env_id)
+    try:
+        env = gym.make(env_id)
+    except ValueError as error:  # e.g. a data folder that is missing: a finding, not a crash
+        raise AssertionError(f"{env_id}: cannot make the env: {error}") from error
     try:
         _check_task_methods(env)
         rng = np.random.default_rng(seed)

@@ -236,6 +236,12 @@ def test_check_env_and_the_family_checker(tiny_kwargs):
                      vector_entry_point="envs.omniglot:OmniglotVectorEnv",
                      max_episode_steps=1, kwargs=tiny_kwargs)
     check_task_family("maml_test/OmniglotTiny-v0", n_tasks=3, seed=0)
+    # A family whose data are missing is a finding of the checker, not a crash.
+    if "maml_test/OmniglotMissing-v0" not in gym.registry:
+        gym.register("maml_test/OmniglotMissing-v0", entry_point="envs.omniglot:OmniglotEnv",
+                     max_episode_steps=1, kwargs={**tiny_kwargs, "data_root": "/nonexistent"})
+    with pytest.raises(AssertionError, match="cannot make the env: data_root"):
+        check_task_family("maml_test/OmniglotMissing-v0")
 
 
 def test_batched_env_matches_single_env(tiny_kwargs):
