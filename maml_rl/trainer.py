@@ -19,7 +19,7 @@ import torch
 
 from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from maml_rl.config import Config, ConfigError, save_config
-from maml_rl.evaluation import AdaptationCurve, format_table, write_results
+from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
 from maml_rl.family import TaskFamily, load_family
 from maml_rl.logger import MetricsLogger
 from maml_rl.meta_optimizers import NonFiniteError
@@ -191,9 +191,19 @@ class Trainer:
         return metrics
 
     def evaluate(self) -> AdaptationCurve:
+        """The end-of-training adaptation curve, written to ``RUN_DIR/eval``. Baseline curves
+        already there (from ``evaluate.py --baselines``) on the same held-out tasks and steps
+        are kept: they do not depend on the meta-trained policy."""
         ev = self.config.evaluation
         curve = self.learner.evaluate(ev.num_tasks, ev.steps, ev.seed)
-        write_results([curve], self.run_dir / "eval")
+        out = self.run_dir / "eval"
+        kept = []
+        if (out / "results.json").is_file():
+            tasks = curve.to_dict()["tasks"]  # as JSON holds them
+            kept = [c for c in read_results(out / "results.json")
+                    if c.method != curve.method and c.to_dict()["tasks"] == tasks
+                    and (c.flat or c.steps == curve.steps)]
+        write_results([curve, *kept], out)
         print(format_table([curve]))
         return curve
 

@@ -264,3 +264,22 @@ def test_results_json_of_earlier_versions_still_reads(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(old))
     (maml,) = read_results(tmp_path / "old.json")
     assert not maml.flat and maml.mean == curve.mean and maml.tasks == [{"x": 0.1, "y": 0.2}] * 2
+
+
+def test_end_of_training_evaluation_keeps_baselines_on_the_same_tasks(tmp_path):
+    config = load_config("configs/navigation_2d.yaml",
+                         [*NAV, "evaluation.num_tasks=3", "evaluation.steps=1",
+                          "evaluation.seed=2"])
+    trainer = Trainer(config, tmp_path)
+    tasks = trainer.learner.evaluate(3, 1, 2).tasks
+    pretrained = AdaptationCurve("pretrained", "return", [0, 1], np.full((3, 2), -9.0), tasks)
+    oracle = AdaptationCurve("oracle", "return", [0], np.full((3, 1), -1.0), tasks, flat=True)
+    elsewhere = AdaptationCurve("random", "return", [0, 1], np.full((3, 2), -50.0),
+                                [GoalPositionTask(0.3, 0.3)] * 3)  # other tasks: dropped
+    write_results([pretrained, oracle, elsewhere], tmp_path / "eval")
+    curve = trainer.evaluate()
+    results = _results(tmp_path)
+    assert list(results) == ["maml", "pretrained", "oracle"]
+    assert results["maml"]["mean"] == curve.mean
+    assert results["pretrained"]["mean"] == [-9.0, -9.0] and results["oracle"]["flat"]
+    trainer.learner.close()
