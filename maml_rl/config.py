@@ -151,11 +151,20 @@ class IMAMLConfig:
     """Strength lambda of the proximal term that keeps the adapted parameters near theta."""
     cg_steps: int = field(default=5, metadata=_range(ge=1))
     """Conjugate-gradient iterations (Hessian-vector products) for the implicit meta-gradient."""
+    solver: Literal["gd", "newton_cg"] = "gd"
+    """Inner solver of the proximal problem: ``gd``, gradient steps of ``inner.lr``; or
+    ``newton_cg``, Newton steps ``(H + lam I)^-1 grad`` of size ``inner.lr`` (1.0 is the full
+    Newton step) with the direction from ``inner_cg_steps`` conjugate-gradient iterations of
+    Hessian-vector products (Hessian-free, as the iMAML paper's solver). Newton steps follow
+    the curvature, which iMAML's outer loop raises until fixed gradient steps overshoot
+    (README)."""
+    inner_cg_steps: int = field(default=5, metadata=_range(ge=1))
+    """Conjugate-gradient iterations per ``newton_cg`` inner step."""
     backtracks: int = field(default=0, metadata=_range(ge=0))
     """Line search of each inner step: try ``inner.lr / 2^j`` for j = 0..backtracks (and no
     step) and keep what lowers the proximal objective most; 0: fixed steps of ``inner.lr``.
-    Fixed steps diverged on the sinusoid: iMAML's outer loop raises the curvature (the exact
-    proximal solution improves with it) until ``inner.lr`` is too large (README)."""
+    Fixed gradient steps diverged on the sinusoid: iMAML's outer loop raises the curvature (the
+    exact proximal solution improves with it) until ``inner.lr`` is too large (README)."""
 
 
 @dataclass

@@ -30,6 +30,7 @@ __all__ = [
     "TRPOStepInfo",
     "backtracking_line_search",
     "conjugate_gradient",
+    "conjugate_gradient_fixed",
     "hessian_vector_product",
     "trpo_step",
 ]
@@ -124,6 +125,40 @@ def conjugate_gradient(
         new_r_dot_r = torch.dot(r, r)
         p = r + (new_r_dot_r / r_dot_r) * p
         r_dot_r = new_r_dot_r
+    return x
+
+
+def conjugate_gradient_fixed(
+    matvec: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int,
+    residual_tol: float = 1e-20,
+) -> Tensor:
+    """:func:`conjugate_gradient` without data-dependent control flow, so that it runs under
+    ``torch.func.vmap`` (one system per lane) and inside ``torch.func`` transforms.
+
+    Exactly ``iters`` products are computed; once the squared residual falls below
+    ``residual_tol`` or a direction of non-positive curvature appears, the iterate is frozen
+    (steps of length 0) instead of breaking out of the loop, which gives the same ``x`` as
+    :func:`conjugate_gradient`. The result is not detached: the caller decides.
+    """
+    x = torch.zeros_like(b)
+    r, p = b, b
+    r_dot_r = torch.dot(r, r)
+    frozen = r_dot_r < residual_tol
+    for _ in range(iters):
+        a_p = matvec(p)
+        p_a_p = torch.dot(p, a_p)
+        frozen = frozen | ~(p_a_p > 0)
+        alpha = torch.where(frozen, torch.zeros_like(p_a_p), r_dot_r / p_a_p.abs().clamp_min(1e-30))
+        x = x + alpha * p
+        r = r - alpha * a_p
+        new_r_dot_r = torch.dot(r, r)
+        beta = torch.where(frozen, torch.zeros_like(r_dot_r),
+                           new_r_dot_r / r_dot_r.clamp_min(1e-30))
+        p = r + beta * p
+        r_dot_r = new_r_dot_r
+        frozen = frozen | (r_dot_r < residual_tol)
     return x
 
 

@@ -1,6 +1,7 @@
 """The MAML family: each algorithm's update against one computed by hand on a tiny problem,
 config errors, checkpoint resume, and a short sinusoid run per algorithm."""
 
+import itertools
 import os
 import signal
 import typing
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from maml_rl.adaptation import meta_parameters
+from maml_rl.adaptation import map_tasks, meta_parameters
 from maml_rl.algorithms import ALGORITHMS, build_algorithm
 from maml_rl.algorithms.anil import head_parameter_names
 from maml_rl.algorithms.imaml import implicit_meta_gradient
@@ -277,6 +278,67 @@ def test_imaml_inner_solver_and_meta_gradient_converge_to_the_closed_form(batchi
     grads, _ = imaml.meta_gradient(support, query)
     torch.testing.assert_close(torch.cat([grads[0].reshape(-1), grads[1]]), exact,
                                rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("batching", BATCHINGS)
+def test_imaml_newton_cg_step_solves_the_quadratic_inner_problem_in_one_step(batching):
+    # Linear regression: L is quadratic, so one full Newton step (inner.lr = 1) with as many CG
+    # iterations as parameters (4) lands on the closed-form proximal solution, at any lam.
+    model, support, query = _linear_regression_problem()
+    lam = 0.5
+    imaml = _algorithm("imaml", model, f"imaml.lam={lam}", "imaml.solver=newton_cg",
+                       "imaml.inner_cg_steps=4", "imaml.cg_steps=20", "inner.lr=1.0",
+                       "inner.steps=1", batching=batching)
+    theta = meta_parameters(model)
+    theta_vec = torch.cat([theta["net.0.weight"].reshape(-1), theta["net.0.bias"]]).detach()
+    phi_star = _closed_form(theta_vec, support, lam)
+    detached_theta = {k: v.detach() for k, v in theta.items()}
+    with torch.no_grad():
+        phis = map_tasks(lambda b: imaml.adapt(detached_theta, b, functional=batching == "vmap"),
+                         dict(support), batching=batching)
+    got = torch.cat([phis["net.0.weight"].flatten(1), phis["net.0.bias"]], dim=1)
+    torch.testing.assert_close(got, phi_star, rtol=1e-9, atol=1e-10)
+    # A gradient step of the same size is nowhere near it (the test can tell).
+    gd = _algorithm("imaml", model, f"imaml.lam={lam}", "inner.lr=1.0", "inner.steps=1")
+    one = gd.adapt(detached_theta, _task(support, 0), functional=False)
+    assert not torch.allclose(one["net.0.bias"], phi_star[0, 3:], atol=1e-3)
+    # And the meta-gradient through the Newton-solved phi is the exact one.
+    theta_leaf = theta_vec.clone().requires_grad_()
+    a_q, y_q = _design(query), query["targets"][..., 0]
+    pred = (a_q @ _closed_form(theta_leaf, support, lam)[..., None])[..., 0]
+    (exact,) = torch.autograd.grad(((pred - y_q) ** 2).mean(dim=1).mean(), theta_leaf)
+    grads, _ = imaml.meta_gradient(support, query)
+    torch.testing.assert_close(torch.cat([grads[0].reshape(-1), grads[1]]), exact,
+                               rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("batching", BATCHINGS)
+def test_imaml_newton_cg_converges_on_a_nonlinear_network_like_gradient_descent(batching):
+    # Tanh network: a few line-searched Newton-CG steps reach the proximal minimiser that 600
+    # small gradient steps reach, and the proximal objective falls at every step.
+    model, support, _ = _problem(num_tasks=2)
+    lam = 2.0
+    theta = {k: v.detach().clone() for k, v in meta_parameters(model).items()}
+    newton = _algorithm("imaml", model, f"imaml.lam={lam}", "imaml.solver=newton_cg",
+                        "imaml.inner_cg_steps=30", "inner.lr=1.0", "imaml.backtracks=4",
+                        batching=batching)
+    gd = _algorithm("imaml", model, f"imaml.lam={lam}", "inner.lr=0.1", "inner.steps=600")
+
+    def objective(phi, b):
+        penalty = sum(((phi[k] - theta[k]) ** 2).sum() for k in phi)
+        return (mse_loss(model, phi, b) + lam / 2 * penalty).item()
+
+    for i in range(2):
+        b = _task(support, i)
+        with torch.no_grad():
+            reference = gd.adapt(theta, b, functional=False)
+            phi, values = theta, [objective(theta, b)]
+            for _ in range(8):
+                phi = newton.inner_step(theta, phi, b, 1.0, functional=batching == "vmap")
+                values.append(objective(phi, b))
+        assert all(a >= b_ for a, b_ in itertools.pairwise(values)), values
+        for k in theta:
+            torch.testing.assert_close(phi[k], reference[k], rtol=1e-6, atol=1e-7)
 
 
 def test_imaml_implicit_gradient_matches_finite_differences_on_a_nonlinear_network():

@@ -2,8 +2,9 @@
 Gradients").
 
 Inner problem (their Sec. 2.2): ``phi_i = argmin_phi L_s(phi) + lam/2 ||phi - theta||^2``,
-solved approximately by ``inner.steps`` gradient steps of ``inner.lr`` from ``phi = theta``,
-optionally line-searched (``imaml.backtracks``): the implicit gradient does not depend on the
+solved approximately by ``inner.steps`` steps of ``inner.lr`` from ``phi = theta``, gradient
+steps (``imaml.solver: gd``) or Hessian-free Newton steps (``newton_cg``), optionally
+line-searched (``imaml.backtracks``): the implicit gradient does not depend on the
 path of the inner solver (their Sec. 3), so a solver that cannot diverge is a free choice.
 Meta-gradient (their Lemma 1, implicit Jacobian ``d phi_i/d theta = (I + H_s(phi_i)/lam)^-1``):
 ``g_i = (I + H_s(phi_i)/lam)^-1 grad L_q(phi_i)``, found by conjugate gradient with
@@ -11,8 +12,9 @@ Hessian-vector products (their Algorithm 2), never by differentiating through th
 
 Evaluation adapts with the same proximal steps (the paper's test-time procedure is its inner
 solver), the prox centre being the meta-parameters; the first step starts at ``phi = theta``
-where the proximal term has zero gradient, so it is a plain gradient step (line-searched on the
-proximal objective when ``backtracks`` > 0).
+where the proximal term has zero gradient, so with ``gd`` it is a plain gradient step
+(line-searched on the proximal objective when ``backtracks`` > 0) and with ``newton_cg`` the
+damped Newton step ``(H + lam I)^-1 grad L``.
 """
 
 from __future__ import annotations
@@ -23,28 +25,23 @@ from torch import Tensor, nn
 from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
 from maml_rl.algorithms.base import SupervisedAlgorithm, detached
 from maml_rl.config import Config
-from maml_rl.trpo import conjugate_gradient, hessian_vector_product
+from maml_rl.trpo import conjugate_gradient, conjugate_gradient_fixed, hessian_vector_product
 
 
-def proximal_step(
+def _descend(
     model: nn.Module,
     loss_fn: LossFn,
     theta: Params,
     phi: Params,
     batch: Batch,
+    direction: Params,
     step_size: float,
     lam: float,
-    functional: bool = False,
-    backtracks: int = 0,
+    backtracks: int,
 ) -> Params:
-    """One gradient step on the proximal objective ``L(phi) + lam/2 ||phi - theta||^2``:
-    ``phi - a (grad L(phi) + lam (phi - theta))``, with ``a = alpha`` or, given ``backtracks``,
-    the one of ``alpha, alpha/2, ..., alpha/2^backtracks`` (or no step) that lowers the
-    objective most. The penalty's gradient is added in closed form (cheaper than through
-    autograd); nothing is differentiated through the step."""
-    theta = detached(theta)
-    grads = inner_gradient(model, phi, loss_fn, batch, first_order=True, functional=functional)
-    direction = {k: grads[k] + lam * (phi[k] - theta[k]) for k in phi}
+    """``phi - a direction`` with ``a = step_size`` or, given ``backtracks``, the one of
+    ``step_size, step_size/2, ..., step_size/2^backtracks`` (or no step) that lowers the
+    proximal objective ``L(phi) + lam/2 ||phi - theta||^2`` most."""
     if not backtracks:
         return {k: phi[k] - step_size * direction[k] for k in phi}
 
@@ -61,6 +58,80 @@ def proximal_step(
         best = torch.nn.functional.one_hot(values.nan_to_num(torch.inf).argmin(),
                                            len(candidates)).to(values.dtype)
     return {k: sum(w * c[k] for w, c in zip(best, candidates, strict=True)) for k in phi}
+
+
+def proximal_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    theta: Params,
+    phi: Params,
+    batch: Batch,
+    step_size: float,
+    lam: float,
+    functional: bool = False,
+    backtracks: int = 0,
+) -> Params:
+    """One gradient step on the proximal objective ``L(phi) + lam/2 ||phi - theta||^2``:
+    ``phi - a (grad L(phi) + lam (phi - theta))`` (line-searched by :func:`_descend` given
+    ``backtracks``). The penalty's gradient is added in closed form (cheaper than through
+    autograd); nothing is differentiated through the step."""
+    theta = detached(theta)
+    grads = inner_gradient(model, phi, loss_fn, batch, first_order=True, functional=functional)
+    direction = {k: grads[k] + lam * (phi[k] - theta[k]) for k in phi}
+    return _descend(model, loss_fn, theta, phi, batch, direction, step_size, lam, backtracks)
+
+
+def newton_cg_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    theta: Params,
+    phi: Params,
+    batch: Batch,
+    step_size: float,
+    lam: float,
+    cg_steps: int,
+    backtracks: int = 0,
+) -> Params:
+    """One Newton step on the proximal objective ``F(phi) = L(phi) + lam/2 ||phi - theta||^2``:
+    ``phi - a (H + lam I)^-1 grad F(phi)`` with ``H`` the Hessian of ``L`` at ``phi``.
+
+    The direction comes from ``cg_steps`` iterations of
+    :func:`maml_rl.trpo.conjugate_gradient_fixed` whose products ``(H + lam I) v`` are
+    reverse-over-reverse Hessian-vector products (``torch.func.vjp`` of ``torch.func.grad``),
+    so ``H`` is never formed ("Hessian-free", the inner solver of Rajeswaran et al. 2019).
+    CG stops at a direction of negative curvature, so the direction stays one of descent.
+    With ``a = 1`` and enough CG iterations, one step solves a quadratic ``L`` exactly. Written
+    with ``torch.func`` only, it runs in a plain loop over tasks and under vmap alike; nothing
+    is differentiated through the step.
+    """
+    theta, phi = detached(theta), detached(phi)
+    names = list(phi)
+
+    def flat(tree: Params) -> Tensor:
+        return torch.cat([tree[k].reshape(-1) for k in names])
+
+    def unflat(vector: Tensor) -> Params:
+        out, offset = {}, 0
+        for k in names:
+            n = phi[k].numel()
+            out[k] = vector[offset : offset + n].reshape(phi[k].shape)
+            offset += n
+        return out
+
+    loss_grad = torch.func.grad(lambda p: loss_fn(model, p, batch))
+    with torch.enable_grad():  # torch.func transforms ignore an outer no_grad, but be explicit
+        # The vjp of the gradient is H^T v = H v; its graph is built once and reused by every
+        # CG product (forward-over-reverse jvp fails under vmap on ZeroTensor tangents).
+        grads, hvp = torch.func.vjp(loss_grad, phi)
+        rhs = flat({k: grads[k] + lam * (phi[k] - theta[k]) for k in names})
+
+        def matvec(v: Tensor) -> Tensor:
+            (hv,) = hvp(unflat(v))
+            return flat(hv) + lam * v
+
+        solution = conjugate_gradient_fixed(matvec, rhs, cg_steps)
+    direction = unflat(solution.detach())
+    return _descend(model, loss_fn, theta, phi, batch, direction, step_size, lam, backtracks)
 
 
 def implicit_meta_gradient(
@@ -104,7 +175,7 @@ def implicit_meta_gradient(
 
 
 class IMAML(SupervisedAlgorithm):
-    """iMAML with the proximal gradient-descent inner solver and the CG implicit gradient."""
+    """iMAML: a proximal inner solver (gradient or Newton-CG steps) and the CG implicit gradient."""
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
@@ -113,9 +184,14 @@ class IMAML(SupervisedAlgorithm):
     def inner_step(
         self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
     ) -> Params:
-        """One :func:`proximal_step` around ``theta``."""
-        return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size,
-                             self.options.lam, functional, self.options.backtracks)
+        """One step of the configured inner solver (:func:`proximal_step` or
+        :func:`newton_cg_step`) on the proximal problem around ``theta``."""
+        o = self.options
+        if o.solver == "newton_cg":
+            return newton_cg_step(self.model, self.loss_fn, theta, phi, batch, step_size, o.lam,
+                                  o.inner_cg_steps, o.backtracks)
+        return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size, o.lam,
+                             functional, o.backtracks)
 
     def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
         theta = detached(meta_parameters(self.model))
