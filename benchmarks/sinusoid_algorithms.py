@@ -34,10 +34,10 @@ SETTINGS: dict[str, list[str]] = {
     # Reptile needs several inner steps to be more than joint training (Nichol et al. 2018,
     # Sec. 5); at evaluation it adapts with the same plain steps of inner.lr.
     "reptile": ["inner.steps=5"],
-    # A proximal problem solved by 5 line-searched steps (fixed steps diverged in every
-    # setting tried, README); evaluation takes the same steps, of inner.lr = 0.05.
-    "imaml": ["imaml.lam=10", "inner.lr=0.05", "inner.steps=5", "imaml.backtracks=6",
-              "imaml.cg_steps=5"],
+    # The proximal problem solved by one line-searched Newton-CG step (gradient steps diverged
+    # or stalled in every setting tried, README); evaluation takes the same Newton steps.
+    "imaml": ["imaml.solver=newton_cg", "inner.lr=1.0", "inner.steps=1", "imaml.lam=2",
+              "imaml.inner_cg_steps=5", "imaml.backtracks=4", "imaml.cg_steps=5"],
 }
 
 
