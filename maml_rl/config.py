@@ -278,8 +278,9 @@ class Config:
         return step_sizes(self.inner.lr if lr is None else lr, steps)
 
     def task_batching(self, supervised: bool, device: str, evaluation: bool = False) -> str:
-        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (README,
-        benchmarks/bench_task_batching.py): vmap for the small supervised networks and on GPU,
+        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (README "Speed";
+        benchmarks/bench_meta_iteration.py, bench_trpo.py, bench_omniglot.py): vmap for the
+        small supervised networks and on GPU,
         a Python loop over tasks for RL policies on CPU. ``evaluation=True``: the batching of
         the held-out evaluation, where ``auto`` takes a loop for the conv net on CPU (600 5-way
         tasks with 75 query images: 3.3x faster than vmap, whose activations of a whole chunk of
