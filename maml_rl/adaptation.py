@@ -153,14 +153,16 @@ def adapt_tasks(
     step_sizes: Sequence[float],
     first_order: bool = False,
     batching: str = "vmap",
+    trainable: Sequence[str] | None = None,
 ) -> Params:
     """Adapt ``params`` to every task: one support batch (leading task dim) per inner step.
-    Returns the adapted parameters stacked along a leading task dimension."""
+    Returns the adapted parameters stacked along a leading task dimension. ``trainable``: the
+    parameters that adapt (all by default; ANIL: the head)."""
     functional = batching == "vmap"
 
     def one(task_supports):
         return adapt(model, params, loss_fn, list(task_supports), step_sizes, first_order,
-                     functional=functional)
+                     trainable, functional=functional)
 
     return map_tasks(one, list(supports), batching=batching)
 

@@ -39,31 +39,47 @@ def _add(a: Params, b: Params, scale: float = 1.0) -> Params:
 
 
 class _InnerStep:
-    """One inner step's gradient graph at its own leaves, reused for every Hessian product."""
+    """One inner step's gradient graph at its own leaves, reused for every Hessian product.
+
+    ``trainable`` (ANIL) restricts the step to some parameters: ``U(theta) = theta - a M g``
+    with ``M`` the mask of the trainable ones, whose Jacobian ``I - a M H`` is no longer
+    symmetric: ``J v = v - a M H v`` and ``J^T w = w - a H M w``."""
 
     def __init__(self, model: nn.Module, theta: Params, loss_fn: LossFn, batch: Batch,
-                 step_size: float, first_order: bool) -> None:
+                 step_size: float, first_order: bool,
+                 trainable: Sequence[str] | None = None) -> None:
         self.leaves = {k: v.detach().requires_grad_() for k, v in theta.items()}
         self.step_size, self.first_order = step_size, first_order
+        self.trainable = set(self.leaves if trainable is None else trainable)
         with torch.enable_grad():
             loss = loss_fn(model, self.leaves, batch)
             grads = torch.autograd.grad(loss, list(self.leaves.values()),
                                         create_graph=not first_order, allow_unused=True)
         self.grads = [torch.zeros_like(v) if g is None else g
                       for g, v in zip(grads, self.leaves.values(), strict=True)]
-        self.next = {k: (v - step_size * g).detach()
+        self.next = {k: (v - step_size * g).detach() if k in self.trainable else v.detach()
                      for (k, v), g in zip(self.leaves.items(), self.grads, strict=True)}
 
-    def jacobian_product(self, v: Params) -> Params:
-        """``(I - a H) v``: the step's Jacobian (symmetric, so also its transpose)."""
-        if self.first_order or not any(g.requires_grad for g in self.grads):
-            return v
+    def _mask(self, v: Params) -> Params:
+        return {k: x if k in self.trainable else torch.zeros_like(x) for k, x in v.items()}
+
+    def _hessian_product(self, v: Params) -> Params:
         with torch.enable_grad():
             hv = torch.autograd.grad(self.grads, list(self.leaves.values()),
                                      grad_outputs=[v[k] for k in self.leaves], retain_graph=True,
                                      allow_unused=True)
-        return {k: v[k] - self.step_size * (h if h is not None else torch.zeros_like(v[k]))
+        return {k: h if h is not None else torch.zeros_like(v[k])
                 for k, h in zip(self.leaves, hv, strict=True)}
+
+    def jacobian_product(self, v: Params, transpose: bool = False) -> Params:
+        """``J v`` (or ``J^T v``) for the step's Jacobian ``J = I - a M H``."""
+        if self.first_order or not any(g.requires_grad for g in self.grads):
+            return v
+        if transpose:
+            hv = self._hessian_product(self._mask(v))
+        else:
+            hv = self._mask(self._hessian_product(v))
+        return {k: v[k] - self.step_size * hv[k] for k in v}
 
 
 def task_fisher_product(
@@ -74,13 +90,14 @@ def task_fisher_product(
     query: Batch,
     step_sizes: Sequence[float],
     first_order: bool = False,
+    trainable: Sequence[str] | None = None,
 ) -> Product:
     """``v -> H v`` for one task's KL between the adapted policy at ``theta`` and itself, on the
     query states (see the module docstring). ``v`` and the result are parameter dicts."""
     steps = []
     current = {k: v.detach() for k, v in theta.items()}
     for batch, alpha in zip(supports, step_sizes, strict=True):
-        steps.append(_InnerStep(model, current, loss_fn, batch, alpha, first_order))
+        steps.append(_InnerStep(model, current, loss_fn, batch, alpha, first_order, trainable))
         current = steps[-1].next
     adapted = current
     observations, mask = query["observations"], query["mask"]
@@ -98,7 +115,7 @@ def task_fisher_product(
         _, tangent = jvp(outputs_of, (adapted,), (v,))
         (w,) = pullback(fisher_output_product(kind, outputs, tangent, weights))
         for step in reversed(steps):
-            w = step.jacobian_product(w)
+            w = step.jacobian_product(w, transpose=True)
         return w
 
     return product

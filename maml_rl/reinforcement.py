@@ -23,6 +23,7 @@ import torch
 from torch.utils._pytree import tree_map
 
 from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters, task_slice
+from maml_rl.algorithms.anil import head_parameter_names
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
 from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
@@ -59,6 +60,10 @@ class RLMetaLearner:
                              "with max_episode_steps; set sampling.horizon to a positive integer")
         self.baseline = LinearFeatureBaseline()
         self.inner_loss = INNER_RL_OBJECTIVES[config.inner.objective]
+        # ANIL (Raghu et al. 2020): only the policy's last layer adapts in the inner loop; the
+        # body and the log-std are meta-learned through the head's adaptation.
+        self.trainable = (head_parameter_names(self.model) if config.algorithm == "anil"
+                          else None)
         self.batching = config.task_batching(supervised=False, device=device)
         # ProMP's update is Adam steps on its clipped objective (meta.lr, ProMP: 1e-3).
         self.optimizer = (
@@ -104,7 +109,8 @@ class RLMetaLearner:
             start = time.perf_counter()
             # Only the values are needed to sample with: no second-order graph here.
             adapted = adapt_tasks(model, params, self.inner_loss, supports,
-                                  step_sizes[: k + 1], first_order=True, batching=self.batching)
+                                  step_sizes[: k + 1], first_order=True, batching=self.batching,
+                                  trainable=self.trainable if policy is None else None)
             adapted = {name: v.detach() for name, v in adapted.items()}
             self._adapt_seconds += time.perf_counter() - start
         return supports, adapted
@@ -122,7 +128,7 @@ class RLMetaLearner:
 
         def task(task_supports, task_query, task_old):
             adapted = adapt(self.model, params, self.inner_loss, list(task_supports), step_sizes,
-                            first_order, functional=functional)
+                            first_order, self.trainable, functional=functional)
             return (surrogate_loss(self.model, adapted, task_query),
                     kl_divergence(self.model, task_old, adapted, task_query))
 
@@ -169,7 +175,7 @@ class RLMetaLearner:
 
         def task(task_supports, task_query, task_old):
             adapted = adapt(self.model, params, self.inner_loss, list(task_supports), step_sizes,
-                            cfg.inner.first_order, functional=functional)
+                            cfg.inner.first_order, self.trainable, functional=functional)
             return (clipped_surrogate_loss(self.model, adapted, task_query, cfg.meta.clip_eps),
                     kl_divergence(self.model, old_theta, params, task_supports[0]),
                     kl_divergence(self.model, task_old, adapted, task_query))
@@ -201,7 +207,7 @@ class RLMetaLearner:
         products = [
             task_fisher_product(self.model, theta, self.inner_loss,
                                 [task_slice(b, i) for b in supports], task_slice(query, i),
-                                cfg.inner_step_sizes(), cfg.inner.first_order)
+                                cfg.inner_step_sizes(), cfg.inner.first_order, self.trainable)
             for i in range(query["mask"].shape[0])
         ]
         return flat_product(mean_fisher_product(products), theta)

@@ -117,12 +117,13 @@ def test_sampler_gives_padded_episodes_per_task():
     assert a.actions.shape == b.actions.shape
 
 
-def test_few_iterations_of_navigation_raise_post_adaptation_return(tmp_path):
+@pytest.mark.parametrize("algorithm", ["maml", "anil"])
+def test_few_iterations_of_navigation_raise_post_adaptation_return(tmp_path, algorithm):
     config = load_config("configs/navigation_2d.yaml", [
-        "training.iterations=8", "sampling.meta_batch_size=8", "sampling.support_size=10",
-        "sampling.query_size=10", "policy.hidden_sizes=[32, 32]", "logging.progress=false",
-        "logging.tensorboard=false", "evaluation.at_end=false", "device=cpu",
-        "training.checkpoint_every=4",
+        f"algorithm={algorithm}", "training.iterations=8", "sampling.meta_batch_size=8",
+        "sampling.support_size=10", "sampling.query_size=10", "policy.hidden_sizes=[32, 32]",
+        "logging.progress=false", "logging.tensorboard=false", "evaluation.at_end=false",
+        "device=cpu", "training.checkpoint_every=4",
     ])
     result = Trainer(config, tmp_path).train()
     assert result.status == "completed"
@@ -146,3 +147,28 @@ def test_rl_evaluation_curve(tmp_path):
     assert a.per_task.shape == (4, 3) and a.steps == [0, 1, 2]
     np.testing.assert_array_equal(a.per_task, b.per_task)
     assert (a.per_task < 0).all()
+
+
+@pytest.mark.parametrize("batching", ["loop", "vmap"])
+def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
+    # ANIL on an RL family (Raghu et al. 2020): the inner loop moves only the last layer; the
+    # TRPO meta-update moves the body too, through the head's adaptation.
+    config = load_config("configs/navigation_2d.yaml", [
+        "algorithm=anil", "sampling.meta_batch_size=3", "sampling.support_size=4",
+        "sampling.query_size=4", "policy.hidden_sizes=[8, 8]", "device=cpu",
+        f"meta.task_batching={batching}", "logging.progress=false",
+    ])
+    learner = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
+    assert learner.trainable == ["mean.4.weight", "mean.4.bias"]
+    theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
+    tasks = learner.family.sample_tasks(3, np.random.default_rng(0))
+    _, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.5])
+    for name, value in theta.items():
+        moved = not torch.equal(adapted[name], value.expand_as(adapted[name]))
+        assert moved == (name in learner.trainable), name
+    metrics = learner.meta_iteration(tasks)
+    after = meta_parameters(learner.model)
+    assert metrics["trpo/accepted"] == 1.0
+    assert not torch.equal(after["mean.0.weight"], theta["mean.0.weight"])
+    assert not torch.equal(after["log_std"], theta["log_std"])
+    learner.close()

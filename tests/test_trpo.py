@@ -327,10 +327,15 @@ def test_trpo_step_at_an_optimum_takes_no_step():
 
 
 # -- Fisher-vector products through the adaptation (maml_rl/curvature.py) ----------------------
-@pytest.mark.parametrize(("steps", "first_order", "discrete"),
-                         [(1, False, False), (2, False, False), (1, True, False), (2, False, True)])
-def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, first_order, discrete):
+@pytest.mark.parametrize(("steps", "first_order", "discrete", "anil"),
+                         [(1, False, False, False), (2, False, False, False),
+                          (1, True, False, False), (2, False, True, False),
+                          (2, False, False, True), (1, False, True, True)])
+def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, first_order, discrete,
+                                                                     anil):
+    # anil: only the last layer adapts, so each inner step's Jacobian I - a M H is not symmetric.
     from maml_rl.adaptation import adapt, meta_parameters
+    from maml_rl.algorithms.anil import head_parameter_names
     from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
     from maml_rl.objectives import kl_divergence, reinforce_loss
     from maml_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
@@ -351,20 +356,22 @@ def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, firs
 
     tasks = [([batch() for _ in range(steps)], batch()) for _ in range(2)]
     sizes = [0.3, 0.2][:steps]
+    head = head_parameter_names(policy) if anil else None
     adapted_old = [
-        {k: v.detach() for k, v in adapt(policy, theta, reinforce_loss, s, sizes).items()}
+        {k: v.detach() for k, v in adapt(policy, theta, reinforce_loss, s, sizes,
+                                         trainable=head).items()}
         for s, _ in tasks
     ]
 
     def mean_kl() -> torch.Tensor:
         kls = [kl_divergence(policy, old, adapt(policy, theta, reinforce_loss, s, sizes,
-                                                 first_order=first_order), q)
+                                                 first_order=first_order, trainable=head), q)
                for (s, q), old in zip(tasks, adapted_old, strict=True)]
         return torch.stack(kls).mean()
 
     exact = hessian_vector_product(mean_kl, list(theta.values()))
     fisher = flat_product(mean_fisher_product(
-        [task_fisher_product(policy, theta, reinforce_loss, s, q, sizes, first_order)
+        [task_fisher_product(policy, theta, reinforce_loss, s, q, sizes, first_order, head)
          for s, q in tasks]), theta)
     n = sum(v.numel() for v in theta.values())
     for _ in range(3):

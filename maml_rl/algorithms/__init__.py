@@ -51,7 +51,7 @@ ALGORITHMS: dict[str, type[SupervisedAlgorithm]] = {
 }
 
 #: What :class:`maml_rl.reinforcement.RLMetaLearner` implements.
-RL_ALGORITHMS = ("maml", "fomaml")
+RL_ALGORITHMS = ("maml", "fomaml", "anil")
 
 
 def check_supported(config: Config, supervised: bool, env_id: str) -> None:
