@@ -243,7 +243,7 @@ class Config:
     """``maml`` (second order), ``fomaml`` (first order, same as ``inner.first_order: true``),
     ``reptile``, ``metasgd`` (learned per-parameter inner rates), ``anil`` (only the last layer
     adapts), ``imaml`` (proximal inner problem, implicit meta-gradient). RL families: maml,
-    fomaml and anil. See README "Algorithms"."""
+    fomaml, metasgd and anil. See README "Algorithms"."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Task family."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)

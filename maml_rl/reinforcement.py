@@ -64,11 +64,18 @@ class RLMetaLearner:
         # body and the log-std are meta-learned through the head's adaptation.
         self.trainable = (head_parameter_names(self.model) if config.algorithm == "anil"
                           else None)
+        # Meta-SGD (Li et al. 2017): one learned inner rate per parameter, initialised at
+        # inner.lr, meta-learned with theta and used for every inner step and at evaluation.
+        self.rates: dict[str, torch.nn.Parameter] | None = None
+        if config.algorithm == "metasgd":
+            alpha = config.inner_step_sizes()[0]
+            self.rates = {name: torch.nn.Parameter(torch.full_like(p.detach(), alpha))
+                          for name, p in meta_parameters(self.model).items()}
         self.batching = config.task_batching(supervised=False, device=device)
         # ProMP's update is Adam steps on its clipped objective (meta.lr, ProMP: 1e-3).
         self.optimizer = (
             None if config.meta.optimizer == "trpo"
-            else make_plain_optimizer(config.meta, self.model.parameters())
+            else make_plain_optimizer(config.meta, self.meta_parameters())
         )
         s = config.sampling
         self.eval_family = evaluation_family(family, config.evaluation.env_kwargs,
@@ -76,6 +83,17 @@ class RLMetaLearner:
         self.support_sampler = self._sampler(s.meta_batch_size, s.support_size, config.seed)
         self.query_sampler = self._sampler(s.meta_batch_size, s.query_size, config.seed + 1)
         self._adapt_seconds = 0.0
+
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """Every meta-learned tensor: the policy's parameters, then Meta-SGD's rates."""
+        return [*self.model.parameters(), *(self.rates or {}).values()]
+
+    def _step_sizes(self, step_sizes: list[float], detach: bool = False) -> list[Any]:
+        """The inner step sizes to adapt with: Meta-SGD's learned rates replace each one."""
+        if self.rates is None:
+            return step_sizes
+        rates = {k: v.detach() for k, v in self.rates.items()} if detach else self.rates
+        return [rates] * len(step_sizes)
 
     def _sampler(self, num_tasks: int, episodes: int, seed: int) -> EpisodeSampler:
         return EpisodeSampler(
@@ -108,9 +126,13 @@ class RLMetaLearner:
             supports.append(self._process(episodes))
             start = time.perf_counter()
             # Only the values are needed to sample with: no second-order graph here.
-            adapted = adapt_tasks(model, params, self.inner_loss, supports,
-                                  step_sizes[: k + 1], first_order=True, batching=self.batching,
-                                  trainable=self.trainable if policy is None else None)
+            own = policy is None  # the baselines adapt whole, with the configured step sizes
+            sizes = step_sizes[: k + 1]
+            if own:
+                sizes = self._step_sizes(sizes, detach=True)
+            adapted = adapt_tasks(model, params, self.inner_loss, supports, sizes,
+                                  first_order=True, batching=self.batching,
+                                  trainable=self.trainable if own else None)
             adapted = {name: v.detach() for name, v in adapted.items()}
             self._adapt_seconds += time.perf_counter() - start
         return supports, adapted
@@ -122,7 +144,7 @@ class RLMetaLearner:
         ``values_only`` (line-search evaluations need no graph, which makes them ~3x cheaper)."""
         cfg = self.config
         params = meta_parameters(self.model)
-        step_sizes = cfg.inner_step_sizes()
+        step_sizes = self._step_sizes(cfg.inner_step_sizes())
         functional = self.batching == "vmap"
         first_order = cfg.inner.first_order or values_only
 
@@ -170,7 +192,7 @@ class RLMetaLearner:
         (the inner trust region) and the KL of the adapted policy from the sampling one."""
         cfg = self.config
         params = meta_parameters(self.model)
-        step_sizes = cfg.inner_step_sizes()
+        step_sizes = self._step_sizes(cfg.inner_step_sizes())
         functional = self.batching == "vmap"
 
         def task(task_supports, task_query, task_old):
@@ -191,7 +213,7 @@ class RLMetaLearner:
         for epoch in range(meta.ppo_epochs):
             clipped, inner_kl, _ = self._ppo_objective(supports, query, old_adapted, old_theta)
             loss = clipped.mean() + meta.inner_kl_penalty * inner_kl.mean()
-            plain_meta_step(self.optimizer, loss, self.model.parameters())
+            plain_meta_step(self.optimizer, loss, self.meta_parameters())
             if epoch == 0:
                 first = clipped.mean().item()
         with torch.no_grad():
@@ -207,7 +229,8 @@ class RLMetaLearner:
         products = [
             task_fisher_product(self.model, theta, self.inner_loss,
                                 [task_slice(b, i) for b in supports], task_slice(query, i),
-                                cfg.inner_step_sizes(), cfg.inner.first_order, self.trainable)
+                                self._step_sizes(cfg.inner_step_sizes()), cfg.inner.first_order,
+                                self.trainable)
             for i in range(query["mask"].shape[0])
         ]
         return flat_product(mean_fisher_product(products), theta)
@@ -219,7 +242,7 @@ class RLMetaLearner:
         if meta.optimizer != "trpo":
             surrogate, kl = self._outer(supports, query, old_params)
             loss = surrogate.mean()
-            plain_meta_step(self.optimizer, loss, self.model.parameters())
+            plain_meta_step(self.optimizer, loss, self.meta_parameters())
             return {"surrogate/before": loss.item(), "kl": kl.mean().item()}
         stored: dict[str, torch.Tensor] = {}
 
@@ -245,7 +268,7 @@ class RLMetaLearner:
                 return self._outer(head(supports), head(query), head(old_params))[1].mean()
 
         info = trpo_step(
-            list(self.model.parameters()), loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
+            self.meta_parameters(), loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
             cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
             backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
             curvature_fn=curvature_fn, curvature_product=curvature_product,
@@ -310,10 +333,16 @@ class RLMetaLearner:
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "support_rng": self.support_sampler.rng_state(),
             "query_rng": self.query_sampler.rng_state(),
+            **({"rates": {k: v.detach().clone() for k, v in self.rates.items()}}
+               if self.rates is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.rates is not None:
+            with torch.no_grad():
+                for name, value in state["rates"].items():
+                    self.rates[name].copy_(value)
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.support_sampler.set_rng_state(state["support_rng"])

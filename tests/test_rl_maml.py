@@ -172,3 +172,54 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
     assert not torch.equal(after["mean.0.weight"], theta["mean.0.weight"])
     assert not torch.equal(after["log_std"], theta["log_std"])
     learner.close()
+
+
+def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
+    # Meta-SGD on an RL family (Li et al. 2017): theta' = theta - alpha o grad, alpha learned.
+    from maml_rl.objectives import INNER_RL_OBJECTIVES
+
+    config = load_config("configs/navigation_2d.yaml", [
+        "algorithm=metasgd", "meta.curvature=hessian", "sampling.meta_batch_size=2",
+        "sampling.support_size=4", "sampling.query_size=4", "policy.hidden_sizes=[8]",
+        "device=cpu", "logging.progress=false", "inner.lr=0.3",
+    ])
+    learner = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
+    assert all(torch.all(r == 0.3) for r in learner.rates.values())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # distinct rates per entry, so a scalar step could not pass
+        for r in learner.rates.values():
+            r.copy_(torch.rand(r.shape, generator=g, dtype=r.dtype) * 0.5)
+    theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
+    tasks = learner.family.sample_tasks(2, np.random.default_rng(0))
+    supports, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.3])
+    loss = INNER_RL_OBJECTIVES[config.inner.objective]
+    for i in range(2):
+        leaves = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        grads = torch.autograd.grad(loss(learner.model, leaves,
+                                         {k: v[i] for k, v in supports[0].items()}),
+                                    list(leaves.values()))
+        for (name, value), grad in zip(theta.items(), grads, strict=True):
+            torch.testing.assert_close(adapted[name][i],
+                                       value - learner.rates[name].detach() * grad)
+    rates = {k: v.detach().clone() for k, v in learner.rates.items()}
+    metrics = learner.meta_iteration(tasks)
+    assert metrics["trpo/accepted"] == 1.0
+    assert any(not torch.equal(learner.rates[k], rates[k]) for k in rates)
+    state = learner.state_dict()
+    fresh = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
+    fresh.load_state_dict(state)
+    for k in rates:
+        torch.testing.assert_close(fresh.rates[k], learner.rates[k].detach())
+    learner.close()
+    fresh.close()
+
+
+def test_metasgd_with_fisher_curvature_is_rejected_in_one_line():
+    from maml_rl.config import ConfigError
+    from maml_rl.trainer import build_learner
+
+    with pytest.raises(ConfigError, match=r"meta\.curvature: 'fisher' is not implemented for "
+                                          r"algorithm 'metasgd'.*allowed with metasgd: hessian"):
+        build_learner(load_config("configs/navigation_2d.yaml", ["algorithm=metasgd",
+                                                                "inner.lr=0.1"]),
+                      load_family("maml/Navigation2D-v0", {}), "cpu")

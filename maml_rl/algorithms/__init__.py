@@ -51,7 +51,7 @@ ALGORITHMS: dict[str, type[SupervisedAlgorithm]] = {
 }
 
 #: What :class:`maml_rl.reinforcement.RLMetaLearner` implements.
-RL_ALGORITHMS = ("maml", "fomaml", "anil")
+RL_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil")
 
 
 def check_supported(config: Config, supervised: bool, env_id: str) -> None:
@@ -60,6 +60,14 @@ def check_supported(config: Config, supervised: bool, env_id: str) -> None:
         raise ConfigError(
             f"algorithm: '{config.algorithm}' is not implemented for RL families (env "
             f"'{env_id}'); allowed for RL: {', '.join(RL_ALGORITHMS)}"
+        )
+    if (not supervised and config.algorithm == "metasgd" and config.meta.optimizer == "trpo"
+            and config.meta.curvature == "fisher"):
+        # The Fisher products of maml_rl/curvature.py differentiate the adaptation in theta
+        # only; the learned rates need the generic double differentiation.
+        raise ConfigError(
+            "meta.curvature: 'fisher' is not implemented for algorithm 'metasgd' (its learned "
+            "rates are TRPO parameters too); allowed with metasgd: hessian"
         )
 
 
