@@ -312,7 +312,7 @@ class RLMetaLearner:
         sampler.close()
         return adapted
 
-    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str = "maml",
+    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
                  episodes: int | None = None, policy: torch.nn.Module | None = None,
                  env_wrapper: EnvWrapper | None = None) -> AdaptationCurve:
         """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
@@ -325,7 +325,9 @@ class RLMetaLearner:
             episodes, policy, env_wrapper,
         )
         per_task = torch.stack(per_step, dim=1).double().numpy()
-        return AdaptationCurve(method, "return", list(range(steps + 1)), per_task, tasks)
+        # Named after the meta-learning algorithm by default, as the supervised curves are.
+        return AdaptationCurve(method or self.config.algorithm, "return",
+                               list(range(steps + 1)), per_task, tasks)
 
     def state_dict(self) -> dict[str, Any]:
         return {
