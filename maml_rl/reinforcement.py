@@ -126,7 +126,9 @@ class RLMetaLearner:
             supports.append(self._process(episodes))
             start = time.perf_counter()
             # Only the values are needed to sample with: no second-order graph here.
-            own = policy is None  # the baselines adapt whole, with the configured step sizes
+            # The meta-learned policy adapts by its algorithm's rule (ANIL's head, Meta-SGD's
+            # rates); the baselines adapt whole, with the configured step sizes.
+            own = model is self.model
             sizes = step_sizes[: k + 1]
             if own:
                 sizes = self._step_sizes(sizes, detach=True)

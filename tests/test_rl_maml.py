@@ -163,9 +163,12 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
     theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
     tasks = learner.family.sample_tasks(3, np.random.default_rng(0))
     _, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.5])
+    # The evaluation protocol adapts the same way (it passes the model in explicitly).
+    evaluated = learner.adaptation_rollouts(tasks, 1, 7, lambda k, episodes: None)
     for name, value in theta.items():
-        moved = not torch.equal(adapted[name], value.expand_as(adapted[name]))
-        assert moved == (name in learner.trainable), name
+        for params in (adapted, evaluated):
+            moved = not torch.equal(params[name], value.expand_as(params[name]))
+            assert moved == (name in learner.trainable), name
     metrics = learner.meta_iteration(tasks)
     after = meta_parameters(learner.model)
     assert metrics["trpo/accepted"] == 1.0
@@ -201,6 +204,14 @@ def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
         for (name, value), grad in zip(theta.items(), grads, strict=True):
             torch.testing.assert_close(adapted[name][i],
                                        value - learner.rates[name].detach() * grad)
+    # Evaluation adapts with the learned rates too: zero rates leave a parameter unmoved.
+    with torch.no_grad():
+        learner.rates["mean.0.weight"].zero_()
+    evaluated = learner.adaptation_rollouts(tasks, 1, 7, lambda k, episodes: None)
+    assert torch.equal(evaluated["mean.0.weight"],
+                       theta["mean.0.weight"].expand_as(evaluated["mean.0.weight"]))
+    assert not torch.equal(evaluated["mean.0.bias"],
+                           theta["mean.0.bias"].expand_as(evaluated["mean.0.bias"]))
     rates = {k: v.detach().clone() for k, v in learner.rates.items()}
     metrics = learner.meta_iteration(tasks)
     assert metrics["trpo/accepted"] == 1.0
