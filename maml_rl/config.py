@@ -280,11 +280,10 @@ class Config:
     def task_batching(self, supervised: bool, device: str, evaluation: bool = False) -> str:
         """``meta.task_batching`` with ``auto`` resolved by what measured fastest (README "Speed";
         benchmarks/bench_meta_iteration.py, bench_trpo.py, bench_omniglot.py): vmap for the
-        small supervised networks and on GPU,
-        a Python loop over tasks for RL policies on CPU. ``evaluation=True``: the batching of
-        the held-out evaluation, where ``auto`` takes a loop for the conv net on CPU (600 5-way
-        tasks with 75 query images: 3.3x faster than vmap, whose activations of a whole chunk of
-        tasks are hundreds of MB)."""
+        small supervised networks and on GPU, a Python loop over tasks for RL policies on CPU.
+        ``evaluation=True``: the batching of the held-out evaluation, where ``auto`` takes a loop
+        for the conv net on CPU (600 5-way tasks with 75 query images: 3.3x faster than vmap,
+        whose activations of a whole chunk of tasks are hundreds of MB)."""
         if self.meta.task_batching != "auto":
             return self.meta.task_batching
         if evaluation and self.policy.model == "conv" and not device.startswith("cuda"):

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_map
 
 from maml_rl.adaptation import adapt, adapt_tasks, map_tasks, meta_parameters, task_slice
 from maml_rl.algorithms.anil import head_parameter_names
+from maml_rl.algorithms.metasgd import initial_rates
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
 from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
@@ -68,9 +69,7 @@ class RLMetaLearner:
         # inner.lr, meta-learned with theta and used for every inner step and at evaluation.
         self.rates: dict[str, torch.nn.Parameter] | None = None
         if config.algorithm == "metasgd":
-            alpha = config.inner_step_sizes()[0]
-            self.rates = {name: torch.nn.Parameter(torch.full_like(p.detach(), alpha))
-                          for name, p in meta_parameters(self.model).items()}
+            self.rates = initial_rates(self.model, config.inner_step_sizes()[0])
         self.batching = config.task_batching(supervised=False, device=device)
         # ProMP's update is Adam steps on its clipped objective (meta.lr, ProMP: 1e-3).
         self.optimizer = (

@@ -252,6 +252,18 @@ def test_imaml_implicit_gradient_equals_the_exact_one_on_a_quadratic(batching):
     assert not torch.allclose(first_order, exact, rtol=1e-3)
 
 
+def _assert_exact_implicit_gradient(imaml, theta_vec, support, query, lam):
+    """iMAML's meta-gradient equals the query loss's gradient through the closed-form proximal
+    solution of the linear regression."""
+    theta_leaf = theta_vec.clone().requires_grad_()
+    a_q, y_q = _design(query), query["targets"][..., 0]
+    pred = (a_q @ _closed_form(theta_leaf, support, lam)[..., None])[..., 0]
+    (exact,) = torch.autograd.grad(((pred - y_q) ** 2).mean(dim=1).mean(), theta_leaf)
+    grads, _ = imaml.meta_gradient(support, query)
+    torch.testing.assert_close(torch.cat([grads[0].reshape(-1), grads[1]]), exact,
+                               rtol=1e-7, atol=1e-9)
+
+
 @pytest.mark.parametrize("batching", BATCHINGS)
 @pytest.mark.parametrize("backtracks", [0, 3])
 def test_imaml_inner_solver_and_meta_gradient_converge_to_the_closed_form(batching, backtracks):
@@ -271,13 +283,7 @@ def test_imaml_inner_solver_and_meta_gradient_converge_to_the_closed_form(batchi
         # Best-of-grid steps zig-zag a little: slower, still monotone, convergence.
         tol = 1e-9 if backtracks == 0 else 1e-7
         torch.testing.assert_close(got, phi_star[i], rtol=tol, atol=tol)
-    theta_leaf = theta_vec.clone().requires_grad_()
-    a_q, y_q = _design(query), query["targets"][..., 0]
-    pred = (a_q @ _closed_form(theta_leaf, support, lam)[..., None])[..., 0]
-    (exact,) = torch.autograd.grad(((pred - y_q) ** 2).mean(dim=1).mean(), theta_leaf)
-    grads, _ = imaml.meta_gradient(support, query)
-    torch.testing.assert_close(torch.cat([grads[0].reshape(-1), grads[1]]), exact,
-                               rtol=1e-7, atol=1e-9)
+    _assert_exact_implicit_gradient(imaml, theta_vec, support, query, lam)
 
 
 @pytest.mark.parametrize("batching", BATCHINGS)
@@ -303,13 +309,7 @@ def test_imaml_newton_cg_step_solves_the_quadratic_inner_problem_in_one_step(bat
     one = gd.adapt(detached_theta, _task(support, 0), functional=False)
     assert not torch.allclose(one["net.0.bias"], phi_star[0, 3:], atol=1e-3)
     # And the meta-gradient through the Newton-solved phi is the exact one.
-    theta_leaf = theta_vec.clone().requires_grad_()
-    a_q, y_q = _design(query), query["targets"][..., 0]
-    pred = (a_q @ _closed_form(theta_leaf, support, lam)[..., None])[..., 0]
-    (exact,) = torch.autograd.grad(((pred - y_q) ** 2).mean(dim=1).mean(), theta_leaf)
-    grads, _ = imaml.meta_gradient(support, query)
-    torch.testing.assert_close(torch.cat([grads[0].reshape(-1), grads[1]]), exact,
-                               rtol=1e-7, atol=1e-9)
+    _assert_exact_implicit_gradient(imaml, theta_vec, support, query, lam)
 
 
 @pytest.mark.parametrize("batching", BATCHINGS)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
 from maml_rl.algorithms.base import SupervisedAlgorithm, detached
 from maml_rl.config import Config
+from maml_rl.curvature import flat_product
 from maml_rl.trpo import conjugate_gradient, conjugate_gradient_fixed, hessian_vector_product
 
 
@@ -105,32 +106,16 @@ def newton_cg_step(
     is differentiated through the step.
     """
     theta, phi = detached(theta), detached(phi)
-    names = list(phi)
-
-    def flat(tree: Params) -> Tensor:
-        return torch.cat([tree[k].reshape(-1) for k in names])
-
-    def unflat(vector: Tensor) -> Params:
-        out, offset = {}, 0
-        for k in names:
-            n = phi[k].numel()
-            out[k] = vector[offset : offset + n].reshape(phi[k].shape)
-            offset += n
-        return out
-
     loss_grad = torch.func.grad(lambda p: loss_fn(model, p, batch))
     with torch.enable_grad():  # torch.func transforms ignore an outer no_grad, but be explicit
         # The vjp of the gradient is H^T v = H v; its graph is built once and reused by every
         # CG product (forward-over-reverse jvp fails under vmap on ZeroTensor tangents).
         grads, hvp = torch.func.vjp(loss_grad, phi)
-        rhs = flat({k: grads[k] + lam * (phi[k] - theta[k]) for k in names})
-
-        def matvec(v: Tensor) -> Tensor:
-            (hv,) = hvp(unflat(v))
-            return flat(hv) + lam * v
-
-        solution = conjugate_gradient_fixed(matvec, rhs, cg_steps)
-    direction = unflat(solution.detach())
+        rhs = torch.cat([(grads[k] + lam * (phi[k] - theta[k])).reshape(-1) for k in phi])
+        matvec = flat_product(lambda v: hvp(v)[0], phi, damping=lam)  # (H + lam I) v
+        solution = conjugate_gradient_fixed(matvec, rhs, cg_steps).detach()
+    pieces = solution.split([v.numel() for v in phi.values()])
+    direction = {k: piece.view_as(phi[k]) for k, piece in zip(phi, pieces, strict=True)}
     return _descend(model, loss_fn, theta, phi, batch, direction, step_size, lam, backtracks)
 
 

@@ -20,16 +20,19 @@ from maml_rl.algorithms.maml import MAML
 from maml_rl.config import Config
 
 
+def initial_rates(model: nn.Module, alpha: float) -> dict[str, nn.Parameter]:
+    """Meta-SGD's learned rates, one per entry of every parameter of ``model``, all ``alpha``
+    (the supervised algorithm and the RL learner both start from these)."""
+    return {name: nn.Parameter(torch.full_like(p.detach(), alpha))
+            for name, p in meta_parameters(model).items()}
+
+
 class MetaSGD(MAML):
     """MAML with a learned per-parameter inner learning rate ``alpha``."""
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
-        alpha = config.inner_step_sizes()[0]
-        self.rates: Params = {
-            name: nn.Parameter(torch.full_like(p.detach(), alpha))
-            for name, p in meta_parameters(model).items()
-        }
+        self.rates: Params = initial_rates(model, config.inner_step_sizes()[0])
 
     def rate(self, step_size: float) -> Params:
         """The learned rates replace the configured step size, in training and evaluation."""
