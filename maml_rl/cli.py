@@ -66,8 +66,9 @@ def train_main(argv: list[str] | None = None) -> int:
     return {"completed": 0, "interrupted": 130, "non-finite": 1}[result.status]
 
 
-EVALUATE_USAGE = ("evaluate.py RUN_DIR [--checkpoint FILE] [--steps K] [--tasks N] [--seed S] "
-                  "[--video] [--baselines [--baseline-steps T]] [--out DIR]")
+EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "
+                  "[--tasks N] [--seed S] [--video] [--baselines [--baseline-steps T]] "
+                  "[--out DIR]")
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -77,6 +78,10 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                     "step) and compare with the paper's baselines.",
     )
     parser.add_argument("run_dir", type=Path, help="a run directory written by train.py")
+    parser.add_argument("overrides", nargs="*", metavar="evaluation.key=value",
+                        help="change the run's evaluation settings for this evaluation, e.g. "
+                             "evaluation.query_batch=5 (other sections are fixed by the "
+                             "checkpoint)")
     parser.add_argument("--checkpoint", type=Path, help="default: RUN_DIR/checkpoint.pt")
     parser.add_argument("--steps", type=int, help="largest number of inner steps (default: "
                         "evaluation.steps of the run's config)")
@@ -117,6 +122,12 @@ def _check_evaluate_args(ns: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if ns.baseline_steps is not None and not ns.baselines:
         raise ConfigError("--baseline-steps: only meaningful with --baselines")
+    for text in ns.overrides:
+        if not text.startswith("evaluation."):
+            raise ConfigError(
+                f"override '{text}': evaluate.py changes evaluation.* keys only (the model, "
+                "env and training settings are those the checkpoint was trained with)"
+            )
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
@@ -131,10 +142,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from maml_rl.seeding import seed_everything
     from maml_rl.trainer import build_learner
 
-    ns = _evaluate_parser().parse_args(argv)
+    ns = _evaluate_parser().parse_intermixed_args(argv)
     try:
         _check_evaluate_args(ns)
-        config = load_config(ns.run_dir / "config.yaml")
+        config = load_config(ns.run_dir / "config.yaml", ns.overrides)
         device = config.resolve_device()
         threads = ns.threads or config.threads
         if threads:

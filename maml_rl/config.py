@@ -205,6 +205,13 @@ class EvaluationConfig:
     """Episodes (shots) per task per step; 0 uses ``sampling.support_size``."""
     query_size: int = field(default=0, metadata=_range(ge=0))
     """Query episodes (examples) per task; 0 uses ``sampling.query_size``."""
+    query_batch: int = field(default=0, metadata=_range(ge=0))
+    """Supervised families: query examples predicted together, in consecutive class-balanced
+    batches of this size whose accuracies are averaged; 0 predicts the whole query set at once.
+    It matters for batch norm with batch statistics (MAML's Omniglot network), where a
+    prediction depends on the batch it is in: ``sampling.query_size`` evaluates as meta-training
+    predicted (the paper code's test protocol, K query examples per class) while
+    ``query_size`` can stay large for tight per-task estimates."""
     seed: int = 1234
     """Seed of the held-out tasks, fixed so that runs are compared on the same tasks."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)

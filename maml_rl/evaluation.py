@@ -78,6 +78,24 @@ def _task_to_json(task: Any) -> Any:
     return task
 
 
+def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
+    """``metric_fn`` averaged over consecutive batches of ``query_batch`` query examples, each
+    predicted on its own (batch norm then normalises with that batch's statistics); 0 returns
+    ``metric_fn`` unchanged. The batches have equal size, so the average of their means is the
+    mean over all examples."""
+    if not query_batch:
+        return metric_fn
+
+    def metric(model: nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        shots = next(iter(batch.values())).shape[0]
+        batches = {
+            k: v.reshape(shots // query_batch, query_batch, *v.shape[1:]) for k, v in batch.items()
+        }
+        return vmap(lambda b: metric_fn(model, params, b))(batches).mean()
+
+    return metric
+
+
 def evaluate_supervised(
     model: nn.Module,
     params: Params,
@@ -96,13 +114,15 @@ def evaluate_supervised(
     chunk_size: int = 200,
     device: str | torch.device = "cpu",
     step_fn: StepFn | None = None,
+    query_batch: int = 0,
 ) -> AdaptationCurve:
     """Adapt to each task on ``support_size`` shots with ``len(step_sizes)`` steps (the same
     support set at each step, as in the paper) and measure ``metric_fn`` (default: the loss) on
     ``query_size`` fresh shots after 0..K steps. ``step_fn`` is the algorithm's inner step
     (:meth:`maml_rl.algorithms.SupervisedAlgorithm.inner_step`, the one training adapts with);
-    None is MAML's plain gradient step."""
-    metric_fn = metric_fn or loss_fn
+    None is MAML's plain gradient step. ``query_batch`` > 0 measures the metric on consecutive
+    query batches of that size and averages them (``EvaluationConfig.query_batch``)."""
+    metric_fn = batched_metric(metric_fn or loss_fn, query_batch)
     params = {k: v.detach() for k, v in params.items()}
     if step_fn is None:
         def step_fn(theta, phi, batch, alpha, functional):

@@ -47,6 +47,20 @@ class SupervisedMetaLearner:
             problem = fam.shots_problem(support, query)
             if problem:
                 raise ConfigError(f"{section}: {problem}")
+        if ev.query_batch:
+            query = ev.query_size or s.query_size
+            if query % ev.query_batch:
+                raise ConfigError(
+                    f"evaluation.query_batch: {ev.query_batch} must divide the evaluation "
+                    f"query size {query}; allowed: 0 or a divisor of {query}"
+                )
+            # Each batch must hold every class equally often, like a meta-training query set.
+            if self.eval_family.shots_problem(0, ev.query_batch):
+                raise ConfigError(
+                    f"evaluation.query_batch: {ev.query_batch} does not hold every class "
+                    f"equally often; allowed: 0 or a multiple of the classes per task that "
+                    f"divides {query}"
+                )
         self.algorithm = build_algorithm(config, self.model, self.loss_fn, self.batching)
         self.optimizer = make_plain_optimizer(config.meta, self.algorithm.parameters())
         self.sampler = SupervisedSampler(
@@ -75,6 +89,7 @@ class SupervisedMetaLearner:
             family.env_kwargs, tasks,
             support_size=ev.support_size or self.config.sampling.support_size,
             query_size=ev.query_size or self.config.sampling.query_size,
+            query_batch=ev.query_batch,
             step_sizes=self.config.inner_step_sizes(steps, ev.lr),
             seed=seed, metric_fn=accuracy if classification else None,
             metric="accuracy" if classification else "mse", method=self.config.algorithm,

@@ -56,6 +56,11 @@ def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearne
         return SupervisedMetaLearner(config, family, device)
     from maml_rl.reinforcement import RLMetaLearner
 
+    if config.evaluation.query_batch:
+        raise ConfigError(
+            f"evaluation.query_batch: {config.evaluation.query_batch} applies to supervised "
+            f"families and '{family.env_id}' is an RL family; allowed here: 0"
+        )
     return RLMetaLearner(config, family, device)
 
 

@@ -72,6 +72,9 @@ def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     results = _results(tmp_path)
     assert results["maml"]["metric"] == "mse" and results["maml"]["steps"] == [0, 1]
     assert KEYS <= set(results["maml"])
+    # evaluation.* overrides, before or after the options
+    assert evaluate_main([str(tmp_path), "--steps", "1", "evaluation.num_tasks=4"]) == 0
+    assert len(_results(tmp_path)["maml"]["per_task"]) == 4
     capsys.readouterr()
     for flag in ("--baselines", "--video"):
         assert evaluate_main([str(tmp_path), flag]) == 2
@@ -84,6 +87,9 @@ def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     (["--baselines", "--baseline-steps", "0"], "--baseline-steps: must be >= 1, got 0"),
     (["--steps", "-1"], "--steps: must be >= 0, got -1"),
     (["--checkpoint", "nope.pt"], "--checkpoint: 'nope.pt' not found"),
+    (["inner.lr=0.3"], "override 'inner.lr=0.3': evaluate.py changes evaluation.* keys only"),
+    (["evaluation.query_batch=-1"], "evaluation.query_batch: must be >= 0, got -1"),
+    (["evaluation.query_batch=5"], "evaluation.query_batch: 5 applies to supervised families"),
 ])
 def test_evaluate_command_line_errors(nav_run, capsys, args, message):
     assert evaluate_main([str(nav_run), *args]) == 2

@@ -20,6 +20,7 @@ from envs.omniglot_data import OmniglotDataError, load_omniglot, split_alphabets
 from maml_rl.adaptation import adapted_losses, meta_parameters
 from maml_rl.cli import train_main
 from maml_rl.config import ConfigError, load_config
+from maml_rl.evaluation import batched_metric
 from maml_rl.objectives import cross_entropy_loss
 from maml_rl.policies import ConvClassifier, RegressionMLP, build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
@@ -297,6 +298,14 @@ def test_sizes_that_are_not_n_way_k_shot_are_refused(tiny_kwargs, tmp_path):
     config = load_config("configs/omniglot_5way1shot.yaml", [*base, "evaluation.query_size=15"])
     with pytest.raises(ConfigError, match=r"evaluation: .* only 4 drawings"):
         Trainer(config, tmp_path / "b")
+    config = load_config("configs/omniglot_5way1shot.yaml",
+                         [*base, "evaluation.query_size=3", "evaluation.query_batch=2"])
+    with pytest.raises(ConfigError, match=r"evaluation\.query_batch: 2 must divide .* size 3"):
+        Trainer(config, tmp_path / "d")
+    config = load_config("configs/omniglot_5way1shot.yaml",
+                         [*base, "evaluation.query_size=6", "evaluation.query_batch=2"])
+    with pytest.raises(ConfigError, match=r"query_batch: 2 does not hold every class"):
+        Trainer(config, tmp_path / "e")
     config = load_config("configs/omniglot_5way1shot.yaml", [*base, "evaluation.env_kwargs.ways=2"])
     with pytest.raises(ValueError, match=r"evaluation\.env_kwargs: .*changes the action space"):
         Trainer(config, tmp_path / "c")
@@ -370,3 +379,35 @@ def test_short_meta_training_beats_chance_after_adaptation(tmp_path_factory):
     # Chance is 0.2 for 5 ways; measured 0.63-0.69 after 3 steps over seeds 0-2.
     assert curve.mean[0] < 0.3 and curve.mean[1] > curve.mean[0] + 0.1
     assert curve.mean[3] > 0.5, curve.mean
+
+
+def test_query_batches_are_predicted_on_their_own(tiny_kwargs):
+    """``evaluation.query_batch``: with batch norm on batch statistics a prediction depends on its
+    batch, so the batched metric is the mean over separately predicted batches, and it differs
+    from predicting the whole query set at once."""
+    ways = 3
+    sampler = SupervisedSampler("maml/Omniglot-v0", tiny_kwargs, num_tasks=1, shots=4 * ways,
+                                seed=0)
+    tasks = OmniglotEnv(**tiny_kwargs).sample_tasks(1, np.random.default_rng(0))
+    _, query = split_shots(sampler.sample(tasks), ways)
+    query = {k: v[0] for k, v in query.items()}  # 3 examples per class, in label order
+    torch.manual_seed(0)
+    model = ConvClassifier((1, 28, 28), ways, filters=4)
+    params = meta_parameters(model)
+    batched = batched_metric(cross_entropy_loss, ways)(model, params, query)
+    by_hand = torch.stack([
+        cross_entropy_loss(model, params, {k: v[i : i + ways] for k, v in query.items()})
+        for i in range(0, 3 * ways, ways)
+    ]).mean()
+    torch.testing.assert_close(batched, by_hand)
+    whole = cross_entropy_loss(model, params, query)
+    assert not torch.allclose(batched, whole), "batch norm should make the batch matter"
+    assert batched_metric(cross_entropy_loss, 0) is cross_entropy_loss
+
+
+def test_query_batch_is_refused_for_rl_families(tmp_path):
+    config = load_config("configs/navigation_2d.yaml", [
+        "evaluation.query_batch=5", "logging.progress=false", "logging.tensorboard=false",
+    ])
+    with pytest.raises(ConfigError, match=r"evaluation\.query_batch: 5 applies to supervised"):
+        Trainer(config, tmp_path / "run")
