@@ -379,6 +379,13 @@ def test_short_meta_training_beats_chance_after_adaptation(tmp_path_factory):
     # Chance is 0.2 for 5 ways; measured 0.63-0.69 after 3 steps over seeds 0-2.
     assert curve.mean[0] < 0.3 and curve.mean[1] > curve.mean[0] + 0.1
     assert curve.mean[3] > 0.5, curve.mean
+    # The config predicts the query set in batches of 5 (evaluation.query_batch); all 25 at once
+    # changes the batch-norm statistics and so the predictions, but not the chance level.
+    assert trainer.config.evaluation.query_batch == 5
+    trainer.config.evaluation.query_batch = 0
+    whole = trainer.learner.evaluate(60, 3, seed=5)
+    assert whole.mean[3] > 0.5 and whole.mean[0] < 0.3, whole.mean
+    assert not np.allclose(whole.per_task, curve.per_task)
 
 
 def test_query_batches_are_predicted_on_their_own(tiny_kwargs):
