@@ -371,7 +371,8 @@ def test_short_meta_training_beats_chance_after_adaptation(tmp_path_factory):
     ])
     trainer = Trainer(config, tmp_path_factory.mktemp("run"))
     trainer.train()
-    # The paper's protocol (3 steps with alpha 0.4), 5 query images per class, on the classes
+    # The paper's protocol (3 steps with alpha 0.4), 5 query images per class predicted in
+    # batches of one per class (the config's query_batch), on the classes
     # of the meta-training alphabets (a test on held-out ones needs more than a short run).
     trainer.learner.eval_family = trainer.family
     curve = trainer.learner.evaluate(60, 3, seed=5)
