@@ -23,6 +23,16 @@ def make_plain_optimizer(meta_config, parameters: Iterable[Tensor]) -> torch.opt
     return torch.optim.Adam(parameters, lr=meta_config.lr)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Restore ``optimizer`` (moments, step counts) from a checkpoint but keep its current
+    learning rates, which come from the config: ``--resume RUN meta.lr=1e-4`` then lowers the
+    rate, where ``Optimizer.load_state_dict`` alone would silently bring the saved one back."""
+    rates = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, lr in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = lr
+
+
 def check_finite(name: str, value: Tensor | float) -> None:
     v = float(value)
     if not math.isfinite(v):

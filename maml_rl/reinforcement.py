@@ -31,7 +31,12 @@ from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_pro
 from maml_rl.episodes import Episodes, process_episodes
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.family import TaskFamily, evaluation_family
-from maml_rl.meta_optimizers import check_finite, make_plain_optimizer, plain_meta_step
+from maml_rl.meta_optimizers import (
+    check_finite,
+    load_optimizer_state,
+    make_plain_optimizer,
+    plain_meta_step,
+)
 from maml_rl.objectives import (
     INNER_RL_OBJECTIVES,
     clipped_surrogate_loss,
@@ -347,7 +352,7 @@ class RLMetaLearner:
                 for name, value in state["rates"].items():
                     self.rates[name].copy_(value)
         if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         self.support_sampler.set_rng_state(state["support_rng"])
         self.query_sampler.set_rng_state(state["query_rng"])
 

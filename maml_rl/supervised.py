@@ -19,7 +19,7 @@ from maml_rl.algorithms import build_algorithm
 from maml_rl.config import Config, ConfigError
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
 from maml_rl.family import TaskFamily, evaluation_family
-from maml_rl.meta_optimizers import make_plain_optimizer
+from maml_rl.meta_optimizers import load_optimizer_state, make_plain_optimizer
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
@@ -106,7 +106,7 @@ class SupervisedMetaLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         self.sampler.set_rng_state(state["sampler_rng"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))
 

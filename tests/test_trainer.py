@@ -58,6 +58,21 @@ def test_resume_n_plus_n_equals_2n(tmp_path):
         torch.testing.assert_close(_params(tmp_path / "half")[name], value, rtol=0, atol=0)
 
 
+def test_resume_applies_a_new_meta_learning_rate_and_keeps_adams_moments(tmp_path):
+    Trainer(_config("training.iterations=5", "evaluation.at_end=false"), tmp_path).train()
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["learner"]["optimizer"]
+    resumed = Trainer(
+        _config("training.iterations=6", "evaluation.at_end=false", "meta.lr=0.0001"),
+        tmp_path, resume=True,
+    )
+    optimizer = resumed.learner.optimizer
+    assert [group["lr"] for group in optimizer.param_groups] == [0.0001]
+    assert saved["param_groups"][0]["lr"] != 0.0001
+    moments = [optimizer.state[p]["exp_avg"] for p in optimizer.param_groups[0]["params"]]
+    for moment, old in zip(moments, saved["state"].values(), strict=True):
+        torch.testing.assert_close(moment, old["exp_avg"])
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(_config("training.iterations=20"), tmp_path)
     real = trainer.learner.meta_iteration
