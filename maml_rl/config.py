@@ -50,6 +50,10 @@ class PolicyConfig:
     """Activation between hidden layers."""
     init_std: float = field(default=1.0, metadata=_range(gt=0))
     """Initial standard deviation of a Gaussian policy (its log is learned, state-independent)."""
+    weight_init: Literal["torch", "xavier"] = "torch"
+    """Initialisation of an RL policy's linear layers: ``torch`` (PyTorch's default, weights and
+    biases uniform in +-1/sqrt(fan_in)) or ``xavier`` (Glorot-uniform weights, zero biases: the
+    paper code's ``create_MLP`` in cbfinn/maml_rl). Supervised models keep their paper init."""
     model: Literal["mlp", "conv"] = "mlp"
     """Network of a supervised family: ``mlp`` (``hidden_sizes``) or ``conv``, the MAML paper's
     4-block convolutional classifier for images (Sec. 5.2). RL policies are MLPs."""

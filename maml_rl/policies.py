@@ -39,6 +39,22 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+def init_linear_layers(net: nn.Module, weight_init: str) -> nn.Module:
+    """Re-initialise ``net``'s linear layers in place and return it. ``torch`` keeps PyTorch's
+    default; ``xavier`` is the MAML paper code's policy init (Glorot-uniform weights, zero
+    biases). The biases matter most for 2D navigation, whose episodes start at the origin: there
+    the first layer's bias alone decides which ReLUs are on."""
+    if weight_init == "torch":
+        return net
+    if weight_init != "xavier":
+        raise ValueError(f"weight_init={weight_init!r}; allowed: 'torch', 'xavier'")
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return net
+
+
 class BatchNorm(nn.Module):
     """Batch normalisation as in the MAML paper's classifiers (Sec. 5.2): always the statistics
     of the current batch, over the batch and any spatial dimensions of ``[B, C, ...]`` inputs
@@ -162,9 +178,12 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes=(100, 100),
         nonlinearity="relu",
         init_std: float = 1.0,
+        weight_init: str = "torch",
     ):
         super().__init__()
-        self.mean = mlp(obs_dim, act_dim, hidden_sizes, nonlinearity)
+        self.mean = init_linear_layers(
+            mlp(obs_dim, act_dim, hidden_sizes, nonlinearity), weight_init
+        )
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Distribution:
@@ -175,10 +194,17 @@ class CategoricalMLPPolicy(nn.Module):
     """Categorical policy over discrete actions with MLP logits."""
 
     def __init__(
-        self, obs_dim: int, num_actions: int, hidden_sizes=(100, 100), nonlinearity="relu"
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes=(100, 100),
+        nonlinearity="relu",
+        weight_init: str = "torch",
     ):
         super().__init__()
-        self.logits = mlp(obs_dim, num_actions, hidden_sizes, nonlinearity)
+        self.logits = init_linear_layers(
+            mlp(obs_dim, num_actions, hidden_sizes, nonlinearity), weight_init
+        )
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Distribution:
         return Categorical(logits=self.logits(obs))
@@ -208,6 +234,11 @@ def build_model(
             "policy.model: conv and policy.batch_norm are for supervised families; "
             "RL policies are MLPs (policy.model: mlp, policy.batch_norm: false)"
         )
+    if supervised and policy_config.weight_init != "torch":
+        raise ValueError(
+            f"policy.weight_init: {policy_config.weight_init} is for RL policies; supervised "
+            "models keep the paper's initialisation (leave policy.weight_init: torch)"
+        )
     if policy_config.model == "conv":
         if len(shape) != 3:
             raise ValueError(
@@ -223,8 +254,10 @@ def build_model(
         return RegressionMLP(in_shape, out_dim, hidden, act, policy_config.batch_norm)
     obs_dim = int(np.prod(shape))
     if isinstance(action_space, gym.spaces.Discrete):
-        return CategoricalMLPPolicy(obs_dim, out_dim, hidden, act)
-    return GaussianMLPPolicy(obs_dim, out_dim, hidden, act, policy_config.init_std)
+        return CategoricalMLPPolicy(obs_dim, out_dim, hidden, act, policy_config.weight_init)
+    return GaussianMLPPolicy(
+        obs_dim, out_dim, hidden, act, policy_config.init_std, policy_config.weight_init
+    )
 
 
 def distribution_tensors(

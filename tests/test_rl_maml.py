@@ -234,3 +234,31 @@ def test_metasgd_with_fisher_curvature_is_rejected_in_one_line():
         build_learner(load_config("configs/navigation_2d.yaml", ["algorithm=metasgd",
                                                                 "inner.lr=0.1"]),
                       load_family("maml/Navigation2D-v0", {}), "cpu")
+
+
+def test_policy_weight_init_xavier_is_glorot_uniform_with_zero_biases():
+    # The paper code's create_MLP: Glorot-uniform weights, zero biases; torch's default draws
+    # non-zero biases (2D navigation starts at the origin, where only the biases act).
+    import gymnasium as gym
+
+    from maml_rl.policies import build_model
+
+    obs, act = gym.spaces.Box(-1, 1, (2,)), gym.spaces.Box(-1, 1, (2,))
+    torch.manual_seed(0)
+    config = load_config(None, ["policy.weight_init=xavier"])
+    xavier = build_model(config.policy, obs, act, supervised=False)
+    linears = [m for m in xavier.mean if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(100, 2), (100, 100), (2, 100)]
+    for m in linears:
+        fan_out, fan_in = m.weight.shape
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert torch.all(m.bias == 0)
+        assert m.weight.abs().max() <= bound
+        assert m.weight.abs().max() > 0.9 * bound  # uniform over the whole range
+    default = build_model(load_config(None, []).policy, obs, act, supervised=False)
+    assert default.mean[0].bias.abs().max() > 0  # torch's default is unchanged
+    discrete = build_model(config.policy, obs, gym.spaces.Discrete(3), supervised=False)
+    assert all(torch.all(m.bias == 0) for m in discrete.logits
+               if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match=r"policy\.weight_init: xavier is for RL policies"):
+        build_model(config.policy, obs, act, supervised=True)
