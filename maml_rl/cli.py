@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from maml_rl.config import Config, ConfigError, load_config
 
@@ -67,8 +68,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "
-                  "[--tasks N] [--seed S] [--video] [--baselines [--baseline-steps T]] "
-                  "[--out DIR]")
+                  "[--tasks N] [--seed S | --task-file FILE] [--video] "
+                  "[--baselines [--baseline-steps T]] [--out DIR]")
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -88,6 +89,11 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=int, help="held-out tasks (default: evaluation.num_tasks)")
     parser.add_argument("--seed", type=int, help="seed of the held-out tasks (default: "
                         "evaluation.seed)")
+    parser.add_argument("--task-file", type=Path,
+                        help="evaluate on these tasks instead of drawing them (RL families): a "
+                             "YAML/JSON list of tasks as set_task takes them, e.g. "
+                             "[{x: 0.1, y: -0.3}, ...], or an earlier results.json; "
+                             "--tasks N keeps the first N")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/eval)")
     parser.add_argument("--video", action="store_true",
                         help="write rollouts before/after adaptation to OUT/videos (MP4, or GIF "
@@ -122,12 +128,36 @@ def _check_evaluate_args(ns: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if ns.baseline_steps is not None and not ns.baselines:
         raise ConfigError("--baseline-steps: only meaningful with --baselines")
+    if ns.task_file is not None and ns.seed is not None:
+        raise ConfigError("--seed: draws the held-out tasks, which --task-file gives instead")
     for text in ns.overrides:
         if not text.startswith("evaluation."):
             raise ConfigError(
                 f"override '{text}': evaluate.py changes evaluation.* keys only (the model, "
                 "env and training settings are those the checkpoint was trained with)"
             )
+
+
+def read_task_file(path: Path) -> list[Any]:
+    """Tasks listed in a YAML/JSON file: a list of tasks, or an evaluation's ``results.json``
+    (its first method's tasks, to evaluate another run on exactly the same ones)."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"--task-file: '{path}' not found")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError:
+        raise ConfigError(f"--task-file: '{path}' is neither YAML nor JSON") from None
+    if isinstance(data, dict):
+        curves = [v for v in data.values() if isinstance(v, dict) and v.get("tasks")]
+        data = curves[0]["tasks"] if curves else data
+    if not isinstance(data, list) or not data:
+        raise ConfigError(
+            f"--task-file: '{path}' holds no tasks; expected a non-empty list of tasks "
+            "(e.g. [{x: 0.1, y: -0.3}]) or a results.json written by evaluate.py"
+        )
+    return data
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
@@ -155,6 +185,15 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         if family.supervised and (ns.baselines or ns.video):
             flag = "--baselines" if ns.baselines else "--video"
             raise ConfigError(f"{flag}: only for RL families; '{config.env.id}' is supervised")
+        if family.supervised and ns.task_file is not None:
+            raise ConfigError(f"--task-file: only for RL families; '{config.env.id}' is "
+                              "supervised")
+        tasks = None if ns.task_file is None else read_task_file(ns.task_file)[: ns.tasks]
+        if tasks is not None:
+            try:
+                family.check_tasks(tasks)
+            except ValueError as err:
+                raise ConfigError(f"--task-file: {err}") from None
         learner = build_learner(config, family, device)
         learner.load_state_dict(load_checkpoint(ns.checkpoint, map_location=device)["learner"])
         if ns.video:
@@ -165,24 +204,25 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ev = config.evaluation
-    num_tasks = ns.tasks or ev.num_tasks
+    num_tasks = len(tasks) if tasks is not None else ns.tasks or ev.num_tasks
     steps = ev.steps if ns.steps is None else ns.steps
     seed = ev.seed if ns.seed is None else ns.seed
     out = ns.out or ns.run_dir / "eval"
-    curves = [learner.evaluate(num_tasks, steps, seed)]
+    fixed = {} if tasks is None else {"tasks": tasks}  # RL learners only (checked above)
+    curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
     if ns.baselines:
         from maml_rl.sb3_baselines import evaluate_baselines
 
         log = lambda text: print(text, file=sys.stderr)  # noqa: E731
         curves += evaluate_baselines(learner, num_tasks, steps, seed, ns.run_dir / "baselines",
                                      ns.baseline_steps, progress=config.logging.progress,
-                                     log=log)
+                                     log=log, tasks=tasks)
     written = list(write_results(curves, out).values())
     if ns.video:
         from maml_rl.videos import record_adaptation
 
         written += record_adaptation(learner, min(ns.video_tasks, num_tasks), steps, seed,
-                                     out / "videos")
+                                     out / "videos", tasks=tasks)
     learner.close()
     print(format_table(curves))
     print(f"wrote {', '.join(str(p) for p in written)}")

@@ -38,6 +38,17 @@ class TaskFamily:
         """``n`` tasks from the family's distribution."""
         return self._env.unwrapped.sample_tasks(n, rng)
 
+    def check_tasks(self, tasks: list[Any]) -> None:
+        """Raise ValueError (one line) naming the first of ``tasks`` that the family's
+        ``set_task`` rejects, e.g. a task of another family read from a file."""
+        env = self._env.unwrapped
+        for i, task in enumerate(tasks):
+            try:
+                env.set_task(task)
+            except (TypeError, ValueError, KeyError) as err:
+                raise ValueError(f"task {i} ({task!r}) is not a task of '{self.env_id}': "
+                                 f"{err}") from None
+
     def shots_problem(self, support: int, query: int) -> str | None:
         """What is wrong with ``support`` + ``query`` shots per task for this family (e.g. an
         N-way classification support set must hold the same number of examples of every class),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -320,11 +320,16 @@ class RLMetaLearner:
 
     def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
                  episodes: int | None = None, policy: torch.nn.Module | None = None,
-                 env_wrapper: EnvWrapper | None = None) -> AdaptationCurve:
+                 env_wrapper: EnvWrapper | None = None,
+                 tasks: Sequence[Any] | None = None) -> AdaptationCurve:
         """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
-        with ``seed`` (:meth:`adaptation_rollouts`); ``policy`` replaces the meta-learned model
-        (the comparison methods), ``env_wrapper`` wraps the batched env (the oracle's view)."""
-        tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        with ``seed`` (:meth:`adaptation_rollouts`), or on the given ``tasks`` (anything the
+        family's ``set_task`` takes; ``num_tasks`` is then ignored); ``policy`` replaces the
+        meta-learned model (the comparison methods), ``env_wrapper`` wraps the batched env (the
+        oracle's view)."""
+        if tasks is None:
+            tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        tasks = list(tasks)
         per_step: list[torch.Tensor] = []
         self.adaptation_rollouts(
             tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),

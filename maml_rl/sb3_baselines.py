@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -288,12 +288,13 @@ def oracle_observation_space(env_id: str, env_kwargs: dict[str, Any]) -> gym.Spa
 def evaluate_baselines(
     learner: RLMetaLearner, num_tasks: int, steps: int, seed: int, cache_dir: str | Path,
     timesteps: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
-    **ppo: Any,
+    tasks: Sequence[Any] | None = None, **ppo: Any,
 ) -> list[AdaptationCurve]:
     """Curves of pretrained, random and oracle on the held-out tasks of
-    ``learner.evaluate(num_tasks, steps, seed)``: the same tasks, episodes per step, inner step
-    sizes and seeds as MAML. Trains (or loads from ``cache_dir``) the two PPO policies first;
-    ``ppo`` overrides :class:`PPOSettings` fields (e.g. ``n_envs``, ``n_steps`` in tests)."""
+    ``learner.evaluate(num_tasks, steps, seed, tasks=tasks)``: the same tasks, episodes per
+    step, inner step sizes and seeds as MAML. Trains (or loads from ``cache_dir``) the two PPO
+    policies first; ``ppo`` overrides :class:`PPOSettings` fields (e.g. ``n_envs``,
+    ``n_steps`` in tests)."""
     config, family = learner.config, learner.family
     states = {
         method: load_or_train(settings_for(config, method, learner.horizon, timesteps, **ppo),
@@ -314,10 +315,12 @@ def evaluate_baselines(
         states["oracle"], fresh(oracle_observation_space(family.env_id, family.env_kwargs))
     )
     curves = [
-        learner.evaluate(num_tasks, steps, seed, "pretrained", policy=pretrained.to(device)),
-        learner.evaluate(num_tasks, steps, seed, "random", policy=random_init.to(device)),
+        learner.evaluate(num_tasks, steps, seed, "pretrained", policy=pretrained.to(device),
+                         tasks=tasks),
+        learner.evaluate(num_tasks, steps, seed, "random", policy=random_init.to(device),
+                         tasks=tasks),
         learner.evaluate(num_tasks, 0, seed, "oracle", policy=oracle.to(device),
-                         env_wrapper=TaskObservationVectorEnv),
+                         env_wrapper=TaskObservationVectorEnv, tasks=tasks),
     ]
     curves[-1].flat = True
     return curves

@@ -86,8 +86,10 @@ def check_video_support(family: TaskFamily) -> None:
 def record_adaptation(
     learner: RLMetaLearner, num_tasks: int, steps: int, seed: int, out_dir: str | Path,
     episodes: int | None = None, width: int = 480, height: int = 320,
+    tasks: Sequence[Any] | None = None,
 ) -> list[Path]:
-    """Adapt to the first ``num_tasks`` held-out tasks of seed ``seed`` with ``steps`` inner
+    """Adapt to the first ``num_tasks`` held-out tasks of seed ``seed`` (or of ``tasks``, when
+    given) with ``steps`` inner
     steps and write what the policy does before and after into ``out_dir``: for rendering
     families a video per task with one panel per policy (before adaptation, after 1 step, after
     ``steps`` steps) and a stills PNG; for 2D navigation ``trajectories.png`` (before and after
@@ -96,7 +98,9 @@ def record_adaptation(
     out.mkdir(parents=True, exist_ok=True)
     family = learner.family
     check_video_support(family)
-    tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
+    if tasks is None:
+        tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
+    tasks = list(tasks)[:num_tasks]
     if isinstance(family.unwrapped, Navigation2DEnv):
         return [navigation_trajectories(learner, tasks, steps, seed, out / "trajectories.png",
                                         episodes)]

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 from gymnasium.utils.env_checker import check_env
 
 from envs.generic import make_task_vector_env
@@ -66,6 +67,39 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     assert _results(nav_run)["maml"]["per_task"] != maml["per_task"]
 
 
+def test_task_file_fixes_the_tasks_and_reads_a_results_json(nav_run, tmp_path, capsys):
+    # The paper's 40 test goals (cbfinn/maml_rl test_maml_point.py: legacy seed 1, U[-.5, .5]^2).
+    np.random.seed(1)
+    paper = np.random.uniform(-0.5, 0.5, size=(40, 2))
+    shipped = yaml.safe_load(open("configs/tasks/navigation_2d_paper_test.yaml"))
+    np.testing.assert_array_equal([[t["x"], t["y"]] for t in shipped], paper)
+    out = tmp_path / "out"
+    base = [str(nav_run), "--steps", "1", "--out", str(out)]
+    assert evaluate_main([*base, "--task-file", "configs/tasks/navigation_2d_paper_test.yaml",
+                          "--tasks", "3"]) == 0
+    first = json.loads((out / "results.json").read_text())["maml"]
+    assert first["tasks"] == shipped[:3]
+    assert "return on 3 held-out tasks" in capsys.readouterr().out
+    # An earlier evaluation's results.json gives the same tasks, hence the same curve.
+    (tmp_path / "again.json").write_text((out / "results.json").read_text())
+    assert evaluate_main([*base, "--task-file", str(tmp_path / "again.json")]) == 0
+    again = json.loads((out / "results.json").read_text())["maml"]
+    assert again["tasks"] == first["tasks"] and again["per_task"] == first["per_task"]
+    # Errors: one line each, nothing evaluated.
+    (tmp_path / "velocity.yaml").write_text("- {velocity: 1.0}\n")
+    (tmp_path / "empty.yaml").write_text("tasks: 3\n")
+    for args, message in [
+        (["--task-file", "nope.yaml"], "--task-file: 'nope.yaml' not found"),
+        (["--task-file", str(tmp_path / "empty.yaml")], "holds no tasks; expected a non-empty"),
+        (["--task-file", str(tmp_path / "velocity.yaml")],
+         "--task-file: task 0 ({'velocity': 1.0}) is not a task of 'maml/Navigation2D-v0'"),
+        (["--task-file", str(tmp_path / "again.json"), "--seed", "3"],
+         "--seed: draws the held-out tasks, which --task-file gives instead"),
+    ]:
+        assert evaluate_main([*base, *args]) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     Trainer(load_config("configs/sinusoid.yaml", SINE), tmp_path).train()
     assert evaluate_main([str(tmp_path), "--tasks", "6", "--steps", "1"]) == 0
@@ -76,8 +110,9 @@ def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     assert evaluate_main([str(tmp_path), "--steps", "1", "evaluation.num_tasks=4"]) == 0
     assert len(_results(tmp_path)["maml"]["per_task"]) == 4
     capsys.readouterr()
-    for flag in ("--baselines", "--video"):
-        assert evaluate_main([str(tmp_path), flag]) == 2
+    for flag in ("--baselines", "--video", "--task-file"):
+        extra = ["configs/tasks/navigation_2d_paper_test.yaml"] if flag == "--task-file" else []
+        assert evaluate_main([str(tmp_path), flag, *extra]) == 2
         assert f"{flag}: only for RL families" in capsys.readouterr().err
 
 
