@@ -13,6 +13,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,6 +99,13 @@ class MetaConfig:
     ``ppo``: ProMP's clipped surrogate, ``ppo_epochs`` Adam steps per iteration (RL only)."""
     lr: float = field(default=1e-3, metadata=_range(gt=0))
     """Meta learning rate beta (adam / sgd)."""
+    lr_milestones: list[int] | None = None
+    """A step schedule of ``lr`` as torch's ``MultiStepLR`` (null: constant): after each of these
+    iterations it is multiplied by ``lr_gamma``, so iteration i uses ``lr * lr_gamma ** #{m < i}``.
+    Increasing positive iterations; for adam / sgd / ppo (TRPO has no learning rate). Resumed
+    runs follow it from their iteration."""
+    lr_gamma: float = field(default=0.1, metadata=_range(gt=0, le=1))
+    """Factor applied to ``lr`` at each of ``lr_milestones``."""
     max_kl: float = field(default=0.01, metadata=_range(gt=0))
     """TRPO trust region: largest mean KL between old and new adapted policies."""
     cg_iters: int = field(default=10, metadata=_range(ge=1))
@@ -486,6 +494,16 @@ def _resolve_algorithm(config: Config) -> Config:
     """Check the keys that depend on ``algorithm`` and make ``fomaml`` and
     ``inner.first_order: true`` one setting, so the written config reads consistently."""
     name = config.algorithm
+    milestones = config.meta.lr_milestones or []
+    if milestones and config.meta.optimizer == "trpo":
+        raise ConfigError(
+            f"meta.lr_milestones: {milestones!r} schedules meta.lr, which meta.optimizer: trpo "
+            "does not use; allowed with adam, sgd, ppo (or leave it null)"
+        )
+    if any(m < 1 for m in milestones) or any(a >= b for a, b in pairwise(milestones)):
+        raise ConfigError(
+            f"meta.lr_milestones: expected strictly increasing iterations >= 1, got {milestones!r}"
+        )
     if name == "fomaml":
         config.inner.first_order = True
     if config.inner.first_order and name in _FIRST_ORDER_BY_CONSTRUCTION:

@@ -23,6 +23,19 @@ def make_plain_optimizer(meta_config, parameters: Iterable[Tensor]) -> torch.opt
     return torch.optim.Adam(parameters, lr=meta_config.lr)
 
 
+def scheduled_lr(meta_config, iteration: int) -> float:
+    """``meta.lr`` for the 1-based ``iteration`` under the step schedule ``meta.lr_milestones``
+    / ``meta.lr_gamma``: a function of the iteration alone, so a resumed run continues it."""
+    passed = sum(1 for m in meta_config.lr_milestones or () if m < iteration)
+    return meta_config.lr * meta_config.lr_gamma**passed
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Restore ``optimizer`` (moments, step counts) from a checkpoint but keep its current
     learning rates, which come from the config: ``--resume RUN meta.lr=1e-4`` then lowers the

@@ -22,7 +22,7 @@ from maml_rl.config import Config, ConfigError, save_config
 from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
 from maml_rl.family import TaskFamily, load_family
 from maml_rl.logger import MetricsLogger
-from maml_rl.meta_optimizers import NonFiniteError
+from maml_rl.meta_optimizers import NonFiniteError, scheduled_lr, set_lr
 from maml_rl.seeding import rng_state, seed_everything, set_rng_state
 
 
@@ -144,6 +144,7 @@ class Trainer:
             with _StopFlag() as stop:
                 while self.iteration < total:
                     tasks = self.family.sample_tasks(cfg.sampling.meta_batch_size, self.task_rng)
+                    lr = self._schedule_meta_lr()
                     start = time.perf_counter()
                     try:
                         metrics = self.learner.meta_iteration(tasks)
@@ -153,6 +154,8 @@ class Trainer:
                                    f"The last good checkpoint is kept: {self._last_checkpoint()}")
                         break
                     metrics["time/iteration_s"] = time.perf_counter() - start
+                    if lr is not None:
+                        metrics["meta/lr"] = lr
                     self.iteration += 1
                     every = cfg.evaluation.every
                     if every and self.iteration % every == 0:
@@ -179,6 +182,16 @@ class Trainer:
         self.logger.close()
         self.learner.close()
         return TrainResult(self.run_dir, self.iteration, status, message)
+
+    def _schedule_meta_lr(self) -> float | None:
+        """Set the meta-optimizer's rate for the next iteration from ``meta.lr_milestones``
+        (None, and nothing changed, without a schedule or a learning-rate optimizer)."""
+        optimizer = getattr(self.learner, "optimizer", None)
+        if not self.config.meta.lr_milestones or optimizer is None:
+            return None
+        lr = scheduled_lr(self.config.meta, self.iteration + 1)
+        set_lr(optimizer, lr)
+        return lr
 
     def _last_checkpoint(self) -> str:
         return str(self.checkpoint_path) if self.checkpoint_path.exists() else "none written yet"

@@ -123,6 +123,12 @@ def test_reptile_anneals_its_outer_step_size_linearly():
     rates = [reptile.meta_step(optimizer, support, query)["reptile/outer_lr"] for _ in range(4)]
     assert rates == pytest.approx([0.5, 0.375, 0.25, 0.125])
     assert reptile.state_dict() == {"updates": 4}
+    # meta.lr_milestones scales epsilon before the annealing.
+    reptile = _algorithm("reptile", model, "meta.lr=0.5", "reptile.anneal=true",
+                         "training.iterations=4", "meta.lr_milestones=[2]", "meta.lr_gamma=0.1")
+    rates = [reptile.meta_step(optimizer, support, query)["reptile/outer_lr"] for _ in range(4)]
+    assert rates == pytest.approx([0.5, 0.375, 0.025, 0.0125])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
 
 
 # --- Meta-SGD ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from maml_rl.checkpoint import load_checkpoint
-from maml_rl.config import load_config
+from maml_rl.config import ConfigError, load_config
 from maml_rl.logger import read_metrics
 from maml_rl.meta_optimizers import NonFiniteError
 from maml_rl.trainer import Trainer
@@ -56,6 +57,39 @@ def test_resume_n_plus_n_equals_2n(tmp_path):
         assert a["loss/post_adaptation"] == b["loss/post_adaptation"]
     for name, value in _params(tmp_path / "full").items():
         torch.testing.assert_close(_params(tmp_path / "half")[name], value, rtol=0, atol=0)
+
+
+def test_meta_lr_milestones_step_the_rate_and_survive_a_resume(tmp_path):
+    schedule = ["meta.lr=0.002", "meta.lr_milestones=[2, 4]", "meta.lr_gamma=0.5",
+                "evaluation.at_end=false"]
+    Trainer(_config("training.iterations=6", *schedule), tmp_path / "full").train()
+    rates = [r["meta/lr"] for r in read_metrics(tmp_path / "full")]
+    assert rates == pytest.approx([0.002, 0.002, 0.001, 0.001, 0.0005, 0.0005])
+    # The rate is a function of the iteration: a run stopped at 3 and resumed continues it,
+    # and ends with the same parameters.
+    Trainer(_config("training.iterations=3", *schedule), tmp_path / "half").train()
+    resumed = Trainer(_config("training.iterations=6", *schedule), tmp_path / "half", resume=True)
+    resumed.train()
+    assert [r["meta/lr"] for r in read_metrics(tmp_path / "half")] == rates
+    assert [g["lr"] for g in resumed.learner.optimizer.param_groups] == [0.0005]
+    for name, value in _params(tmp_path / "full").items():
+        torch.testing.assert_close(_params(tmp_path / "half")[name], value, rtol=0, atol=0)
+    # Without a schedule nothing is logged and the rate stays meta.lr.
+    Trainer(_config("training.iterations=2", "evaluation.at_end=false"), tmp_path / "c").train()
+    assert "meta/lr" not in read_metrics(tmp_path / "c")[0]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["meta.lr_milestones=[4, 2]"], "meta.lr_milestones: expected strictly increasing iterations"),
+    (["meta.lr_milestones=[0]"], "meta.lr_milestones: expected strictly increasing iterations"),
+    (["meta.lr_milestones=3"], "meta.lr_milestones: expected a non-empty list of integers"),
+    (["meta.lr_gamma=1.5"], "meta.lr_gamma: must be <= 1, got 1.5"),
+])
+def test_meta_lr_schedule_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _config(*overrides)
+    with pytest.raises(ConfigError, match=r"which meta\.optimizer: trpo does not use"):
+        load_config("configs/navigation_2d.yaml", ["meta.lr_milestones=[10]"])
 
 
 def test_resume_applies_a_new_meta_learning_rate_and_keeps_adams_moments(tmp_path):

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
 from maml_rl.algorithms.base import SupervisedAlgorithm, detached
 from maml_rl.config import Config
+from maml_rl.meta_optimizers import scheduled_lr, set_lr
 
 
 class Reptile(SupervisedAlgorithm):
@@ -47,8 +48,9 @@ class Reptile(SupervisedAlgorithm):
         return [theta[k] - adapted[k].mean(0) for k in theta], losses
 
     def outer_lr(self) -> float:
-        """epsilon for the next update: ``meta.lr``, annealed linearly to 0 if asked."""
-        lr = self.config.meta.lr
+        """epsilon for the next update: ``meta.lr`` (under its ``lr_milestones`` schedule),
+        annealed linearly to 0 if asked."""
+        lr = scheduled_lr(self.config.meta, self.updates + 1)
         if self.config.reptile.anneal:
             lr *= max(0.0, 1.0 - self.updates / self.config.training.iterations)
         return lr
@@ -57,8 +59,7 @@ class Reptile(SupervisedAlgorithm):
         self, optimizer: torch.optim.Optimizer, support: Batch, query: Batch
     ) -> dict[str, float]:
         lr = self.outer_lr()
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         metrics = super().meta_step(optimizer, support, query)
         self.updates += 1
         return {**metrics, "reptile/outer_lr": lr}
