@@ -68,7 +68,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "
-                  "[--tasks N] [--seed S | --task-file FILE] [--video] "
+                  "[--tasks N] [--seed S] [--task-file FILE] [--video] "
                   "[--baselines [--baseline-steps T]] [--out DIR]")
 
 
@@ -87,8 +87,8 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="largest number of inner steps (default: "
                         "evaluation.steps of the run's config)")
     parser.add_argument("--tasks", type=int, help="held-out tasks (default: evaluation.num_tasks)")
-    parser.add_argument("--seed", type=int, help="seed of the held-out tasks (default: "
-                        "evaluation.seed)")
+    parser.add_argument("--seed", type=int, help="seed of the held-out tasks and their episodes "
+                        "(with --task-file, of the episodes only; default: evaluation.seed)")
     parser.add_argument("--task-file", type=Path,
                         help="evaluate on these tasks instead of drawing them (RL families): a "
                              "YAML/JSON list of tasks as set_task takes them, e.g. "
@@ -128,8 +128,6 @@ def _check_evaluate_args(ns: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if ns.baseline_steps is not None and not ns.baselines:
         raise ConfigError("--baseline-steps: only meaningful with --baselines")
-    if ns.task_file is not None and ns.seed is not None:
-        raise ConfigError("--seed: draws the held-out tasks, which --task-file gives instead")
     for text in ns.overrides:
         if not text.startswith("evaluation."):
             raise ConfigError(

@@ -85,6 +85,10 @@ def test_task_file_fixes_the_tasks_and_reads_a_results_json(nav_run, tmp_path, c
     assert evaluate_main([*base, "--task-file", str(tmp_path / "again.json")]) == 0
     again = json.loads((out / "results.json").read_text())["maml"]
     assert again["tasks"] == first["tasks"] and again["per_task"] == first["per_task"]
+    # --seed then draws only the episodes: same tasks, other returns.
+    assert evaluate_main([*base, "--task-file", str(tmp_path / "again.json"), "--seed", "9"]) == 0
+    other = json.loads((out / "results.json").read_text())["maml"]
+    assert other["tasks"] == first["tasks"] and other["per_task"] != first["per_task"]
     # Errors: one line each, nothing evaluated.
     (tmp_path / "velocity.yaml").write_text("- {velocity: 1.0}\n")
     (tmp_path / "empty.yaml").write_text("tasks: 3\n")
@@ -93,8 +97,6 @@ def test_task_file_fixes_the_tasks_and_reads_a_results_json(nav_run, tmp_path, c
         (["--task-file", str(tmp_path / "empty.yaml")], "holds no tasks; expected a non-empty"),
         (["--task-file", str(tmp_path / "velocity.yaml")],
          "--task-file: task 0 ({'velocity': 1.0}) is not a task of 'maml/Navigation2D-v0'"),
-        (["--task-file", str(tmp_path / "again.json"), "--seed", "3"],
-         "--seed: draws the held-out tasks, which --task-file gives instead"),
     ]:
         assert evaluate_main([*base, *args]) == 2
         assert message in capsys.readouterr().err
