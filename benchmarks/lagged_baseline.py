@@ -5,8 +5,8 @@ rllab's sampler computes a batch's advantages with the linear feature baseline a
 meta-batch's tasks, so task i's advantages come from the fit on task i-1's episodes (the first
 task's from the previous batch's last), and the paper code's test adapts each goal from no
 baseline at the first step, then the fit of the previous step's episodes. The library fits the
-baseline to each task's own episodes; this script swaps the learner's advantage processing to
-measure the difference, without adding the protocol to the library.
+baseline to each task's own episodes; this script swaps the learner's baseline for a lagged one
+to measure the difference, without adding the protocol to the library.
 
     python benchmarks/lagged_baseline.py train RUN_DIR [key=value ...]   # lagged meta-training
     python benchmarks/lagged_baseline.py eval RUN_DIR [--lagged]        # paper's 40 test goals
@@ -28,47 +28,37 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
 
 import envs  # noqa: E402,F401
+from maml_rl.baselines import LinearFeatureBaseline  # noqa: E402
 from maml_rl.checkpoint import load_checkpoint  # noqa: E402
 from maml_rl.config import load_config  # noqa: E402
-from maml_rl.episodes import Episodes  # noqa: E402
 from maml_rl.family import load_family  # noqa: E402
-from maml_rl.reinforcement import RLMetaLearner  # noqa: E402
-from maml_rl.returns import discounted_returns, gae, normalize_advantages  # noqa: E402
 from maml_rl.trainer import Trainer, build_learner  # noqa: E402
 
 PAPER_GOALS = ROOT / "configs" / "tasks" / "navigation_2d_paper_test.yaml"
 
 
-def lagged_processing(learner: RLMetaLearner, across_tasks: bool):
-    """An advantage processing whose baseline values come from the previous fit: of the previous
-    task in the batch (``across_tasks``, meta-training) or of the same task's previous batch
-    (the paper's test, where each goal is its own run); zero before any fit."""
-    state: dict[str, torch.Tensor | None] = {"weights": None}
-    cfg = learner.config.inner
+class LaggedBaseline(LinearFeatureBaseline):
+    """The library's linear baseline, but each batch's values come from the previous fit: of
+    the previous task in the batch (``across_tasks``, meta-training) or of the same task's
+    previous batch (the paper's test, where each goal is its own run); zero before any fit.
+    ``process_episodes`` reads it through ``fit_predict``, so returns, GAE and normalisation
+    stay the library's own."""
 
-    def process(episodes: Episodes) -> dict[str, torch.Tensor]:
-        returns = discounted_returns(episodes.rewards, episodes.mask, cfg.gamma)
-        fitted = learner.baseline.fit(episodes.observations, returns, episodes.mask)
-        previous = state["weights"]
-        if across_tasks:
-            first = previous if previous is not None else torch.zeros_like(fitted[:1])
+    def __init__(self, across_tasks: bool) -> None:
+        super().__init__()
+        self.across_tasks = across_tasks
+        self.previous: torch.Tensor | None = None
+
+    def fit_predict(self, observations, returns, mask):
+        fitted = self.fit(observations, returns, mask)
+        if self.across_tasks:
+            first = self.previous if self.previous is not None else torch.zeros_like(fitted[:1])
             weights = torch.cat([first, fitted[:-1]])
-            state["weights"] = fitted[-1:]
+            self.previous = fitted[-1:]
         else:
-            weights = previous if previous is not None else torch.zeros_like(fitted)
-            state["weights"] = fitted
-        values = learner.baseline.predict(episodes.observations, episodes.mask, weights)
-        advantages = gae(episodes.rewards, values.to(episodes.rewards.dtype), episodes.mask,
-                         cfg.gamma, cfg.gae_lambda)
-        return {
-            "observations": episodes.observations,
-            "actions": episodes.actions,
-            "mask": episodes.mask,
-            "log_probs": episodes.log_probs,
-            "advantages": normalize_advantages(advantages, episodes.mask).detach(),
-        }
-
-    return process
+            weights = self.previous if self.previous is not None else torch.zeros_like(fitted)
+            self.previous = fitted
+        return self.predict(observations, mask, weights)
 
 
 def main() -> None:
@@ -82,14 +72,14 @@ def main() -> None:
         config = load_config(ROOT / "configs" / "navigation_2d.yaml",
                              [*args.overrides, "evaluation.at_end=false"])
         trainer = Trainer(config, args.run_dir)
-        trainer.learner._process = lagged_processing(trainer.learner, across_tasks=True)
+        trainer.learner.baseline = LaggedBaseline(across_tasks=True)
         print(trainer.train())
         return
     config = load_config(args.run_dir / "config.yaml")
     learner = build_learner(config, load_family(config.env.id, config.env.kwargs), "cpu")
     learner.load_state_dict(load_checkpoint(args.run_dir / "checkpoint.pt")["learner"])
     if args.lagged:
-        learner._process = lagged_processing(learner, across_tasks=False)
+        learner.baseline = LaggedBaseline(across_tasks=False)
     tasks = yaml.safe_load(PAPER_GOALS.read_text())
     curve = learner.evaluate(len(tasks), 3, config.evaluation.seed, tasks=tasks)
     protocol = "paper's test protocol" if args.lagged else "per-task baseline"

@@ -89,11 +89,10 @@ def record_adaptation(
     tasks: Sequence[Any] | None = None,
 ) -> list[Path]:
     """Adapt to the first ``num_tasks`` held-out tasks of seed ``seed`` (or of ``tasks``, when
-    given) with ``steps`` inner
-    steps and write what the policy does before and after into ``out_dir``: for rendering
-    families a video per task with one panel per policy (before adaptation, after 1 step, after
-    ``steps`` steps) and a stills PNG; for 2D navigation ``trajectories.png`` (before and after
-    ``steps`` steps). Returns the paths written."""
+    given) with ``steps`` inner steps and write what the policy does before and after into
+    ``out_dir``: for rendering families a video per task with one panel per policy (before
+    adaptation, after 1 step, after ``steps`` steps) and a stills PNG; for 2D navigation
+    ``trajectories.png`` (before and after ``steps`` steps). Returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     family = learner.family
