@@ -27,9 +27,8 @@ _TIME_SCALE = 100.0
 class RidgeSolution(NamedTuple):
     """Result of :func:`ridge_solve`, one entry per task."""
 
-    weights: Tensor  # [M, F]; zeros for a task that never gave a finite solution
-    reg: Tensor  # [M] regularisation coefficient of the accepted (or last tried) solve
-    converged: Tensor  # [M] bool, False where every try failed
+    weights: Tensor  # [M, F]; zeros for a task whose system is not finite
+    converged: Tensor  # [M] bool, False where the system held NaN/inf
 
 
 def _solve_dtype(device: torch.device) -> torch.dtype:
@@ -40,24 +39,27 @@ def _solve_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def ridge_solve(xtx: Tensor, xty: Tensor, reg_coeff: float, max_tries: int = 5) -> RidgeSolution:
-    """Solve ``(X^T X + reg I) w = X^T y`` for each task, raising ``reg`` x10 per task on failure.
+def ridge_solve(xtx: Tensor, xty: Tensor, reg_coeff: float) -> RidgeSolution:
+    """Minimum-norm solution of ``(X^T X + reg I) w = X^T y`` for each task.
 
-    A solve fails when the matrix is numerically singular or the solution is not finite; that
-    task is retried with ten times its regularisation, up to ``max_tries`` solves in all (the
-    rllab rule). Tasks are independent: one task's failure never changes another's ``reg`` or
-    weights. A task that fails every try gets zero weights (a baseline of 0, i.e. plain
-    REINFORCE for that task) and a warning, rather than NaNs.
+    The matrix is symmetric positive semi-definite, so it is diagonalised (``eigh``) and
+    inverted on the eigenvalues above ``F * eps * largest``; directions below that cut-off are
+    numerically singular and get no weight. Where the system is regular this is the ridge
+    solution; where it is singular (e.g. constant observations, whose ``o``, ``o^2`` and bias
+    features are collinear, with ``reg`` lost to rounding) it is the least-squares solution of
+    smallest norm, which is well defined on every machine. rllab instead retried a failed solve
+    with ten times the regularisation, but whether a solve "fails" depends on the LAPACK build,
+    so the answer did too. Tasks are independent: each is solved on its own batch entry. A task
+    whose system holds NaN/inf gets zero weights (a baseline of 0, i.e. plain REINFORCE there)
+    and ``converged=False``.
 
     Args:
         xtx: ``[M, F, F]`` Gram matrices ``X^T X``.
         xty: ``[M, F]`` right-hand sides ``X^T y``.
-        reg_coeff: initial ridge coefficient, > 0.
-        max_tries: total number of solves per task.
+        reg_coeff: ridge coefficient, > 0 (rllab: 1e-5).
 
     Returns:
-        :class:`RidgeSolution` with weights ``[M, F]``, the ``reg`` used ``[M]``, and
-        ``converged`` ``[M]``.
+        :class:`RidgeSolution` with weights ``[M, F]`` and ``converged`` ``[M]``.
     """
     if xtx.dim() != 3 or xtx.shape[-1] != xtx.shape[-2] or xty.shape != xtx.shape[:-1]:
         raise ValueError(
@@ -65,24 +67,19 @@ def ridge_solve(xtx: Tensor, xty: Tensor, reg_coeff: float, max_tries: int = 5) 
         )
     if not reg_coeff > 0:
         raise ValueError(f"reg_coeff must be > 0, got {reg_coeff}")
-    num_tasks, num_features = xty.shape
+    num_features = xty.shape[-1]
     eye = torch.eye(num_features, dtype=xtx.dtype, device=xtx.device)
-    reg = torch.full((num_tasks,), float(reg_coeff), dtype=xtx.dtype, device=xtx.device)
-    weights = torch.zeros_like(xty)
-    done = torch.zeros(num_tasks, dtype=torch.bool, device=xtx.device)
-    for _ in range(max_tries):
-        lhs = xtx + reg[:, None, None] * eye
-        # solve_ex reports singularity per task in `info` instead of raising for the whole
-        # batch, which is what lets each task escalate on its own.
-        sol, info = torch.linalg.solve_ex(lhs, xty.unsqueeze(-1), check_errors=False)
-        sol = sol.squeeze(-1)
-        ok = (info == 0) & torch.isfinite(sol).all(dim=-1) & ~done
-        weights = torch.where(ok.unsqueeze(-1), sol, weights)
-        done = done | ok
-        if bool(done.all()):
-            break
-        reg = torch.where(done, reg, reg * 10.0)
-    return RidgeSolution(weights=weights, reg=reg, converged=done)
+    finite = torch.isfinite(xtx).flatten(1).all(dim=1) & torch.isfinite(xty).all(dim=1)
+    # A non-finite task would make eigh fail for the whole batch: solve I w = 0 in its place.
+    lhs = torch.where(finite[:, None, None], xtx + reg_coeff * eye, eye)
+    rhs = torch.where(finite[:, None], xty, torch.zeros_like(xty))
+    evals, evecs = torch.linalg.eigh(lhs)
+    cutoff = num_features * torch.finfo(lhs.dtype).eps * evals.abs().amax(dim=-1, keepdim=True)
+    keep = evals > cutoff
+    inverse = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), 0.0)
+    coords = (evecs.transpose(-1, -2) @ rhs.unsqueeze(-1)).squeeze(-1)
+    weights = (evecs @ (inverse * coords).unsqueeze(-1)).squeeze(-1)
+    return RidgeSolution(weights=weights, converged=finite)
 
 
 class LinearFeatureBaseline:
@@ -98,20 +95,17 @@ class LinearFeatureBaseline:
     policy-gradient estimate unbiased and keeps the fit out of the meta-gradient graph.
 
     Args:
-        reg_coeff: initial ridge coefficient (rllab: 1e-5), raised x10 per task on failure.
-        max_tries: total solves per task before giving up on it (rllab: 5).
+        reg_coeff: ridge coefficient (rllab: 1e-5); singular systems get the minimum-norm
+            solution (:func:`ridge_solve`).
     """
 
-    def __init__(self, reg_coeff: float = 1e-5, max_tries: int = 5) -> None:
+    def __init__(self, reg_coeff: float = 1e-5) -> None:
         if not reg_coeff > 0:
             raise ValueError(f"reg_coeff must be > 0, got {reg_coeff}")
-        if max_tries < 1:
-            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
         self.reg_coeff = float(reg_coeff)
-        self.max_tries = int(max_tries)
 
     def __repr__(self) -> str:
-        return f"LinearFeatureBaseline(reg_coeff={self.reg_coeff}, max_tries={self.max_tries})"
+        return f"LinearFeatureBaseline(reg_coeff={self.reg_coeff})"
 
     @staticmethod
     def num_features(obs_dim: int) -> int:
@@ -154,13 +148,12 @@ class LinearFeatureBaseline:
         targets = (returns.detach().to(dtype) * mask.to(dtype)).reshape(num_tasks, -1, 1)
         xtx = feats.transpose(1, 2) @ feats
         xty = (feats.transpose(1, 2) @ targets).squeeze(-1)
-        solution = ridge_solve(xtx, xty, self.reg_coeff, self.max_tries)
+        solution = ridge_solve(xtx, xty, self.reg_coeff)
         if not bool(solution.converged.all()):
             failed = torch.nonzero(~solution.converged).flatten().tolist()
             warnings.warn(
-                f"LinearFeatureBaseline: no finite fit for task(s) {failed} even with reg up to "
-                f"{solution.reg.max().item():.3g}; using a zero baseline there (check the "
-                "observations and returns for NaN/inf)",
+                f"LinearFeatureBaseline: no finite fit for task(s) {failed}; using a zero "
+                "baseline there (check the observations and returns for NaN/inf)",
                 RuntimeWarning,
                 stacklevel=2,
             )
