@@ -1,13 +1,19 @@
 """Check that a registered env is a well-formed task family; for users' tests and the CLI.
 
 ``check_task_family("maml/MyFamily-v0")`` raises ``AssertionError`` with a message saying what
-is wrong, or returns ``None``. From a shell: ``python -m envs.checker maml/MyFamily-v0 [...]``
-(or ``--all`` for every registered ``maml/`` family).
+is wrong, or returns ``None``. From a shell (also installed as ``maml-check-env``)::
+
+    python -m envs.checker ENV_ID [--module MODULE] [--tasks N]
+
+``--module`` imports the user's module that registers ``ENV_ID`` (from the current directory or
+as an installed module, as ``env.module`` in a config); the exit status is 0 when the family
+passes, 1 when a check fails (printed), 2 for a bad command line.
 
 What it checks, on ``n_tasks`` tasks drawn with ``seed``:
 
-1. the single env has ``sample_tasks(n, rng)``, ``set_task(task)`` and ``get_task()``; tasks are
-   immutable values that ``get_task`` returns as set;
+1. the single env has ``sample_tasks(n, rng)`` and ``set_task(task)``; every task follows the
+   task contract of :mod:`envs.tasks` (numbers and strings in a dataclass, dict, tuple or
+   list); if the env also has the optional ``get_task()``, it returns the task as set;
 2. ``gymnasium.utils.env_checker.check_env(env.unwrapped)`` passes under every task;
 3. the reward equals the sum of the ``info`` terms whose names start with ``reward_`` (if any);
 4. ``set_task`` takes effect: two different tasks give different rewards or observations for
@@ -21,7 +27,7 @@ What it checks, on ``n_tasks`` tasks drawn with ``seed``:
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,8 +37,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from envs.generic import known_env_ids, make_task_vector_env, unknown_env_message
-from envs.registration import register_all
+from envs.generic import make_task_vector_env, unknown_env_message
+from envs.registration import import_family_module, register_all
+from envs.tasks import check_task, freeze_task
 
 REWARD_PREFIX = "reward_"
 # check_env's style advice, which gymnasium's own MuJoCo envs also receive; any other warning
@@ -70,24 +77,27 @@ def _rollout_single(env: gym.Env, task: Any, seed: int, actions: np.ndarray):
 
 def _check_task_methods(env: gym.Env) -> None:
     base = env.unwrapped
-    for name in ("sample_tasks", "set_task", "get_task"):
+    for name in ("sample_tasks", "set_task"):
         assert callable(getattr(base, name, None)), (
-            f"{type(base).__name__} has no {name}(): a task family needs sample_tasks(n, rng), "
-            "set_task(task) and get_task()"
+            f"{type(base).__name__} has no {name}(): a task family needs sample_tasks(n, rng) "
+            "and set_task(task)"
         )
 
 
 def _check_task_api(env: gym.Env, tasks: list) -> None:
     base = env.unwrapped
+    get_task = getattr(base, "get_task", None)
     for task in tasks:
         try:
-            hash(task)
-        except TypeError:
-            raise AssertionError(f"task {task!r} is not immutable (not hashable)") from None
-        if dataclasses.is_dataclass(task):
-            dataclasses.asdict(task)  # serialisable into logs
-        base.set_task(task)
-        assert base.get_task() == task, f"get_task() returned {base.get_task()!r} after {task!r}"
+            check_task(task)
+        except TypeError as error:
+            raise AssertionError(f"sample_tasks returned a task that breaks the task contract: "
+                                 f"{error}") from None
+        base.set_task(copy.deepcopy(task))
+        if callable(get_task):
+            assert freeze_task(get_task()) == freeze_task(task), (
+                f"get_task() returned {get_task()!r} after set_task({task!r})"
+            )
 
 
 def _check_env_strict(env_id: str, env: gym.Env, task: Any) -> None:
@@ -118,11 +128,13 @@ def _distinct_tasks(env: gym.Env, tasks: list, seed: int) -> list:
     """``tasks`` if it holds two different tasks, else more draws until it does."""
     rng = np.random.default_rng(seed + 1)
     extra = 0
-    while len(set(tasks)) < 2 and extra < 100:
-        tasks = [*tasks, *env.unwrapped.sample_tasks(1, rng)]
+    distinct = {freeze_task(t): t for t in tasks}
+    while len(distinct) < 2 and extra < 100:
+        task = env.unwrapped.sample_tasks(1, rng)[0]
+        distinct.setdefault(freeze_task(task), task)
         extra += 1
-    assert len(set(tasks)) >= 2, "sample_tasks keeps returning the same task"
-    return list(dict.fromkeys(tasks))
+    assert len(distinct) >= 2, "sample_tasks keeps returning the same task"
+    return list(distinct.values())
 
 
 def _rollout_steps(env: gym.Env, task: Any, seed: int, actions: np.ndarray):
@@ -143,9 +155,8 @@ def _rollout_steps(env: gym.Env, task: Any, seed: int, actions: np.ndarray):
 
 
 def _check_task_effect(env_id, env, tasks, seed, actions) -> None:
-    outcomes = {task: _rollout_steps(env, task, seed, actions)
-                for task in _distinct_tasks(env, tasks, seed)}
-    items = list(outcomes.items())
+    items = [(task, _rollout_steps(env, task, seed, actions))
+             for task in _distinct_tasks(env, tasks, seed)]
     for i, (task_a, (rew_a, obs_a)) in enumerate(items):
         for task_b, (rew_b, obs_b) in items[i + 1 :]:
             same = all(
@@ -228,29 +239,35 @@ def check_task_family(env_id: str, n_tasks: int = 3, seed: int = 0, steps: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m envs.checker ENV_ID [ENV_ID ...] | --all``."""
+    """``python -m envs.checker ENV_ID [--module MODULE] [--tasks N]`` (``maml-check-env``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m envs.checker", description="Check registered task families."
+        prog="python -m envs.checker",
+        description="Check that a registered env is a well-formed task family: check_env under "
+                    "several tasks, set_task takes effect, reward terms sum to the reward, the "
+                    "vector env matches the single env. Exit status 0 when it passes.",
     )
-    parser.add_argument("env_ids", nargs="*", help="ids such as maml/HalfCheetahVel-v0")
-    parser.add_argument("--all", action="store_true", help="check every maml/ family")
-    parser.add_argument("--n-tasks", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("env_id", metavar="ENV_ID", help="e.g. maml/HalfCheetahVel-v0")
+    parser.add_argument("--module", default="",
+                        help="module that registers ENV_ID (importable from the current "
+                             "directory or installed), as env.module in a config")
+    parser.add_argument("--tasks", type=int, default=3, metavar="N",
+                        help="tasks drawn and checked (default: 3)")
     args = parser.parse_args(argv)
-    env_ids = known_env_ids() if args.all else args.env_ids
-    if not env_ids:
-        parser.error("name at least one env id, or pass --all")
-    failures = 0
-    for env_id in env_ids:
+    if args.tasks < 1:
+        parser.error(f"--tasks: must be >= 1, got {args.tasks}")
+    if args.module:
         try:
-            check_task_family(env_id, n_tasks=args.n_tasks, seed=args.seed, steps=args.steps)
-        except AssertionError as error:
-            failures += 1
-            print(f"FAIL {env_id}: {error}")
-        else:
-            print(f"ok   {env_id}")
-    return 1 if failures else 0
+            import_family_module(args.module)
+        except ValueError as error:
+            print(f"error: {error}".replace("env.module:", "--module:"), file=sys.stderr)
+            return 2
+    try:
+        check_task_family(args.env_id, n_tasks=args.tasks)
+    except AssertionError as error:
+        print(f"FAIL {args.env_id}: {error}")
+        return 1
+    print(f"ok   {args.env_id}")
+    return 0
 
 
 if __name__ == "__main__":

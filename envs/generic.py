@@ -23,7 +23,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from envs.registration import NAMESPACE, register_all
-from envs.vector import reset_mask_from, seeds_for
+from envs.tasks import thaw_task
+from envs.vector import observation_shape_error, reset_mask_from, seeds_for
 
 TASK_METHODS = ("sample_tasks", "set_task")
 VECTOR_TASK_METHODS = ("sample_tasks", "set_tasks")
@@ -87,7 +88,7 @@ class TaskSyncVectorEnv(VectorEnv):
                 f"set_tasks needs {self.num_envs} tasks (one per sub-env), got {len(tasks)}"
             )
         for family, task in zip(self._families, tasks, strict=True):
-            family.set_task(task)
+            family.set_task(thaw_task(task))
 
     def get_tasks(self) -> list:
         """The task of every sub-env (needs ``get_task`` on the single env)."""
@@ -102,12 +103,10 @@ class TaskSyncVectorEnv(VectorEnv):
             if mask[i]:
                 self._env_obs[i], info = self.envs[i].reset(seed=single_seed, options=env_options)
                 infos = self._add_info(infos, info, i)
+        self._gather_observations("reset")
         self._terminated[mask] = False
         self._truncated[mask] = False
         self._needs_reset = False
-        self._observations = concatenate(
-            self.single_observation_space, self._env_obs, self._observations
-        )
         return deepcopy(self._observations), infos
 
     def step(self, actions):
@@ -124,9 +123,7 @@ class TaskSyncVectorEnv(VectorEnv):
             self._terminated[i] = terminated
             self._truncated[i] = truncated
             infos = self._add_info(infos, info, i)
-        self._observations = concatenate(
-            self.single_observation_space, self._env_obs, self._observations
-        )
+        self._gather_observations("step")
         return (
             deepcopy(self._observations),
             rewards,
@@ -134,6 +131,25 @@ class TaskSyncVectorEnv(VectorEnv):
             self._truncated.copy(),
             infos,
         )
+
+    def _gather_observations(self, method: str) -> None:
+        """Stack the sub-envs' observations into the batch; one of the wrong shape raises
+        EnvOutputError naming the env, the method, both shapes and the sub-env's task."""
+        try:
+            self._observations = concatenate(
+                self.single_observation_space, self._env_obs, self._observations
+            )
+        except ValueError:
+            expected = self.single_observation_space.shape
+            for i, obs in enumerate(self._env_obs):
+                if expected is not None and np.shape(obs) != expected:
+                    spec = self.envs[i].spec
+                    env_id = spec.id if spec is not None else type(self._families[i]).__name__
+                    get_task = getattr(self._families[i], "get_task", None)
+                    task = f", task {get_task()!r}" if callable(get_task) else ""
+                    raise observation_shape_error(env_id, method, expected, np.shape(obs),
+                                                  f"sub-env {i}{task}") from None
+            raise  # not a shape mismatch of a Box space: gymnasium's own error
 
     def render(self) -> tuple[Any, ...]:
         return tuple(env.render() for env in self.envs)

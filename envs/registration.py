@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
 import gymnasium as gym
 
 NAMESPACE = "maml"
@@ -54,3 +60,50 @@ def register_all() -> None:
             vector_entry_point=f"envs.ant:{name}VectorEnv",
             max_episode_steps=200,
         )
+
+
+def import_family_module(module: str, search_dirs: Sequence[str | Path] = ()) -> None:
+    """Import ``module``, a user's module that registers task families (``env.module``).
+
+    It is looked up as an importable (e.g. installed) module first, then in the current
+    directory, then in each of ``search_dirs`` (the CLIs pass the config file's folder), which
+    is then added to ``sys.path`` so that the module's own imports and its registered entry
+    points keep working. Raises ``ValueError`` with one line naming the module and where it
+    looked, or the file and line where importing it failed.
+    """
+    dirs = [Path.cwd(), *(Path(d) for d in search_dirs)]
+    tried: list[str] = []
+    for where in [None, *dict.fromkeys(d.resolve() for d in dirs)]:
+        if where is not None:
+            if not (where / (module.split(".")[0] + ".py")).is_file() and not (
+                where / module.split(".")[0]
+            ).is_dir():
+                tried.append(str(where))
+                continue
+            if str(where) not in sys.path:
+                sys.path.append(str(where))
+        try:
+            importlib.import_module(module)
+            return
+        except ModuleNotFoundError as err:
+            # Only a miss of the module itself means "look elsewhere"; a missing dependency
+            # inside the user's module is their error, reported below.
+            if err.name is None or not module.startswith(err.name):
+                raise ValueError(_import_failure(module, err)) from None
+            if where is None:
+                tried.append("importable modules (sys.path)")
+            else:
+                tried.append(str(where))
+        except Exception as err:  # the user's module raised while importing: name where
+            raise ValueError(_import_failure(module, err)) from None
+    raise ValueError(
+        f"env.module: cannot import '{module}': looked in {', '.join(tried)}; put {module}.py "
+        "in the current directory or next to the config file, or install it"
+    )
+
+
+def _import_failure(module: str, err: BaseException) -> str:
+    frames = traceback.extract_tb(err.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename] or frames
+    where = f" ({user[-1].filename}:{user[-1].lineno})" if user else ""
+    return f"env.module: importing '{module}' failed{where}: {type(err).__name__}: {err}"

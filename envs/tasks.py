@@ -1,12 +1,23 @@
-"""Task values shared by the RL families: small frozen dataclasses, serialisable into logs.
+"""The task contract, and the task values shared by the RL families.
 
-A task is what ``sample_tasks`` returns and ``set_task`` / ``set_tasks`` accept.
-``dataclasses.asdict(task)`` gives a dict of floats for logs; ``coerce_task`` turns such a dict
-back into the task (so a task read from a log or a YAML file can be passed as is).
+**The contract** (one home for it, used by the trainer, the evaluation and the checker): a task
+is what a family's ``sample_tasks(n, rng)`` returns and its ``set_task(task)`` accepts. It is a
+small value made of numbers and strings: a number, a string, or a dataclass, mapping (e.g. a
+plain ``dict`` of floats), tuple or list of such values, nested as deep as needed.
+:func:`check_task` says what is wrong with anything else. Inside the library a task is kept
+immutable and hashable by :func:`freeze_task` (a frozen dataclass, a tuple or a number is
+already); :func:`thaw_task` gives back a fresh copy of exactly what the family returned, which
+is what ``set_task`` receives. :func:`task_to_json` is its form in logs and ``results.json``.
+
+The families here use small frozen dataclasses. ``dataclasses.asdict(task)`` gives a dict of
+floats for logs; ``coerce_task`` turns such a dict back into the task (so a task read from a log
+or a YAML file can be passed as is).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -14,6 +25,89 @@ from typing import Any, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+_LEAVES = (bool, int, float, str, np.integer, np.floating, np.bool_)
+
+
+def _canonical(value: Any, path: str) -> Any:
+    """A hashable, JSON-like canonical form of a task value; TypeError names ``path``."""
+    if value is None or isinstance(value, _LEAVES):
+        return value.item() if isinstance(value, np.generic) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__qualname__, tuple(
+            (f.name, _canonical(getattr(value, f.name), f"{path}.{f.name}"))
+            for f in dataclasses.fields(value)))
+    if isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{path} has the key {key!r}; task mappings need string keys")
+            items.append((key, _canonical(item, f"{path}[{key!r}]")))
+        return ("mapping", tuple(sorted(items)))
+    if isinstance(value, tuple | list | np.ndarray):
+        return tuple(_canonical(v, f"{path}[{i}]") for i, v in enumerate(value))
+    raise TypeError(
+        f"{path} is a {type(value).__name__} ({value!r}); a task is made of numbers and strings: "
+        "a number, a string, or a dataclass, dict, tuple or list of them"
+    )
+
+
+def check_task(task: Any) -> None:
+    """Raise ``TypeError`` (one line) unless ``task`` follows the task contract (module doc)."""
+    _canonical(task, "task")
+
+
+class FrozenTask:
+    """An immutable, hashable copy of a task that is not hashable itself (a ``dict``, a list,
+    a non-frozen dataclass). Equal to another frozen task of equal value."""
+
+    __slots__ = ("_key", "_value")
+
+    def __init__(self, task: Any) -> None:
+        self._key = _canonical(task, "task")
+        self._value = copy.deepcopy(task)
+
+    def thaw(self) -> Any:
+        """A fresh copy of the task as the family gave it."""
+        return copy.deepcopy(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FrozenTask) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+def freeze_task(task: Any) -> Any:
+    """``task`` itself when it is immutable and hashable (a frozen dataclass, tuple, number or
+    string), else a :class:`FrozenTask`; ``TypeError`` when it breaks the contract."""
+    check_task(task)
+    try:
+        hash(task)
+    except TypeError:
+        return FrozenTask(task)
+    return task
+
+
+def thaw_task(task: Any) -> Any:
+    """What the family's ``sample_tasks`` returned, for its ``set_task``: a :class:`FrozenTask`
+    thawed to a fresh copy, anything else as is."""
+    return task.thaw() if isinstance(task, FrozenTask) else task
+
+
+def task_to_json(task: Any) -> Any:
+    """A task as JSON data for logs: dataclasses and mappings as dicts, tuples as lists."""
+    task = thaw_task(task)
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        return {f.name: task_to_json(getattr(task, f.name)) for f in dataclasses.fields(task)}
+    if isinstance(task, Mapping):
+        return {str(k): task_to_json(v) for k, v in task.items()}
+    if isinstance(task, tuple | list | np.ndarray):
+        return [task_to_json(v) for v in task]
+    return task.item() if isinstance(task, np.generic) else task
 
 
 @dataclass(frozen=True)
@@ -44,6 +138,7 @@ def coerce_task(task: Any, task_type: type[T]) -> T:
     Raises ``TypeError`` naming the expected fields for anything else, so a task of the wrong
     family is caught at ``set_task`` rather than producing silent nonsense rewards.
     """
+    task = thaw_task(task)
     if isinstance(task, task_type):
         return task
     names = [f.name for f in fields(task_type)]  # type: ignore[arg-type]

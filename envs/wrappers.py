@@ -23,10 +23,13 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.tasks import thaw_task
+
 
 def task_features(task: Any) -> np.ndarray:
     """A task as a flat float32 vector: a dataclass's or mapping's fields in order, a number, or
     an array. This is what the oracle sees of the task."""
+    task = thaw_task(task)
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         values: Any = [getattr(task, f.name) for f in dataclasses.fields(task)]
     elif isinstance(task, Mapping):

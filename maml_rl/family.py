@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,8 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the maml/ families)
 from envs.generic import unknown_env_message
+from envs.registration import import_family_module
+from envs.tasks import check_task, freeze_task, thaw_task
 
 
 @dataclass
@@ -35,8 +36,13 @@ class TaskFamily:
         return self._env.unwrapped
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Any]:
-        """``n`` tasks from the family's distribution."""
-        return self._env.unwrapped.sample_tasks(n, rng)
+        """``n`` tasks from the family's distribution, frozen (``envs.tasks.freeze_task``): the
+        library keeps them immutable; ``set_task`` gets them back as the family gave them."""
+        tasks = self._env.unwrapped.sample_tasks(n, rng)
+        try:
+            return [freeze_task(task) for task in tasks]
+        except TypeError as err:
+            raise ValueError(f"'{self.env_id}'.sample_tasks(): {err}") from None
 
     def check_tasks(self, tasks: list[Any]) -> None:
         """Raise ValueError (one line) naming the first of ``tasks`` that the family's
@@ -44,7 +50,8 @@ class TaskFamily:
         env = self._env.unwrapped
         for i, task in enumerate(tasks):
             try:
-                env.set_task(task)
+                check_task(task)
+                env.set_task(thaw_task(task))
             except (TypeError, ValueError, KeyError) as err:
                 raise ValueError(f"task {i} ({task!r}) is not a task of '{self.env_id}': "
                                  f"{err}") from None
@@ -80,7 +87,7 @@ def evaluation_family(
 def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> TaskFamily:
     """Import ``module`` (a user's own registrations), make the env once and read its facts."""
     if module:
-        importlib.import_module(module)
+        import_family_module(module)
     if env_id not in gym.registry:
         raise ValueError(f"env.id: {unknown_env_message(env_id)}")
     env = gym.make(env_id, **env_kwargs)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from envs.navigation import Navigation2DEnv
+from envs.tasks import thaw_task
 from envs.wrappers import task_features
 from maml_rl.adaptation import Params, forward, meta_parameters
 
@@ -153,7 +154,7 @@ def render_episode(
     env = _make_rgb_env(family, learner.horizon, width, height)
     stride = _frame_stride(family)
     try:
-        env.unwrapped.set_task(task)
+        env.unwrapped.set_task(thaw_task(task))
         obs, _ = env.reset(seed=seed)
         dt = float(getattr(env.unwrapped, "dt", 1.0))
         frames, captions, total = [env.render()], [_caption(0, dt, {})], 0.0

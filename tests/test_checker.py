@@ -114,19 +114,66 @@ def test_an_env_without_task_methods_fails():
 
 
 def test_command_line(capsys):
-    assert main(["maml/Navigation2D-v0", "--steps", "10"]) == 0
-    assert main(["maml/Navigation2D-v0", "maml/NavigationD-v0"]) == 1
+    assert main(["maml/Navigation2D-v0", "--tasks", "2"]) == 0
+    assert main(["maml/NavigationD-v0"]) == 1
     out = capsys.readouterr().out
     assert "ok   maml/Navigation2D-v0" in out
     assert "FAIL maml/NavigationD-v0" in out and "Did you mean" in out
+    assert main(["my/Nothing-v0", "--module", "no_such_module_here"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --module: cannot import 'no_such_module_here'")
+    assert "\n" not in err
 
 
 def test_runs_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "envs.checker", "maml/HalfCheetahDir-v0", "--steps", "10"],
+        [sys.executable, "-m", "envs.checker", "maml/HalfCheetahDir-v0", "--tasks", "2"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   maml/HalfCheetahDir-v0" in result.stdout
+
+
+class DictTaskEnv(ToyGoalEnv):
+    """The same family with the task a plain dict of floats, as users naturally write it, and
+    no get_task (optional)."""
+
+    get_task = None
+
+    def sample_tasks(self, n, rng):
+        return [{"goal": float(g)} for g in rng.uniform(-2.0, 2.0, size=n)]
+
+    def set_task(self, task):
+        self._task = GoalTask(task["goal"])
+
+
+def test_a_family_with_plain_dict_tasks_passes_and_trains(tmp_path):
+    env_id = "maml_test/CheckerDictTask-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=DictTaskEnv, max_episode_steps=10)
+    check_task_family(env_id, n_tasks=3, seed=0, steps=10)
+    from maml_rl.family import load_family
+
+    family = load_family(env_id, {})
+    tasks = family.sample_tasks(3, np.random.default_rng(0))
+    assert len(set(tasks)) == 3  # held immutably (hashable) inside the library
+    venv = TaskSyncVectorEnv([lambda: gym.make(env_id)] * 3)
+    venv.set_tasks(tasks)  # the env gets back the dicts it gave
+    assert [e.unwrapped._task.goal for e in venv.envs] == [t.thaw()["goal"] for t in tasks]
+    from maml_rl.config import load_config
+    from maml_rl.trainer import Trainer
+
+    config = load_config(None, [f"env.id={env_id}", "meta.optimizer=trpo", "policy.hidden_sizes=[8]",
+                                "sampling.meta_batch_size=2", "sampling.support_size=2",
+                                "sampling.query_size=2", "training.iterations=2",
+                                "evaluation.num_tasks=2", "evaluation.steps=1",
+                                "logging.progress=false", "logging.tensorboard=false",
+                                "device=cpu"])
+    result = Trainer(config, tmp_path / "run").train()
+    assert result.status == "completed"
+    import json
+
+    saved = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert all(set(t) == {"goal"} for t in saved["maml"]["tasks"])
