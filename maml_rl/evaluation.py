@@ -6,11 +6,13 @@ The curve is what the MAML paper reports (Fig. 2 and 5): adapt with the one
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
+from envs.tasks import task_to_json
 from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, task_slice
 from maml_rl.sampling import SupervisedSampler, split_shots
 
@@ -56,7 +59,7 @@ class AdaptationCurve:
             "steps": self.steps,
             "mean": self.mean,
             "ci95": self.ci95,
-            "tasks": [_task_to_json(t) for t in self.tasks],
+            "tasks": [task_to_json(t) for t in self.tasks],
             "per_task": self.per_task.tolist(),
             "flat": self.flat,
         }
@@ -68,14 +71,6 @@ class AdaptationCurve:
         return cls(method, data["metric"], list(data["steps"]),
                    np.asarray(data["per_task"], dtype=np.float64), list(data.get("tasks", [])),
                    bool(data.get("flat", False)))
-
-
-def _task_to_json(task: Any) -> Any:
-    if is_dataclass(task):
-        return asdict(task)
-    if isinstance(task, np.ndarray):
-        return task.tolist()
-    return task
 
 
 def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
@@ -173,25 +168,77 @@ def format_table(curves: Sequence[AdaptationCurve]) -> str:
     return "\n".join(lines)
 
 
-def write_results(curves: Sequence[AdaptationCurve], out_dir: str | Path) -> dict[str, Path]:
+class ResultsMismatchError(ValueError):
+    """The output folder holds curves on other held-out tasks than the new ones."""
+
+
+def merge_curves(
+    new: Sequence[AdaptationCurve], out_dir: str | Path
+) -> list[AdaptationCurve]:
+    """``new`` plus the curves already in ``out_dir/results.json`` of every other method: an
+    evaluation never deletes earlier results, and a re-run method replaces its own curve only.
+    Raises :class:`ResultsMismatchError` when a kept curve was measured on other tasks (one
+    folder, one set of held-out tasks, so that every row of its table is comparable)."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file() or not new:
+        return list(new)
+    try:
+        existing = read_results(path)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ResultsMismatchError(f"'{path}' is not a results file written by maml-rl ({err}); "
+                                   "move it away or write to another folder (--out)") from None
+    tasks = new[0].to_dict()["tasks"]
+    methods = {c.method for c in new}
+    kept = [c for c in existing if c.method not in methods]
+    for c in kept:
+        if c.to_dict()["tasks"] != tasks:
+            raise ResultsMismatchError(
+                f"'{path}' holds the curve of '{c.method}' on other held-out tasks than this "
+                "evaluation's; write to another folder (--out DIR) to keep both"
+            )
+    return [*new, *kept]
+
+
+def write_results(
+    curves: Sequence[AdaptationCurve], out_dir: str | Path, title: str = "", merge: bool = True
+) -> dict[str, Path]:
     """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat}}``),
-    ``results.csv`` (a row per method and step) and the ``adaptation.png`` plot to ``out_dir``."""
+    ``results.csv`` (a row per method and step; ``flat`` is 1 for a method evaluated without
+    adaptation, the oracle) and the ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
+
+    With ``merge`` the curves already there are kept (:func:`merge_curves`). Each file is
+    written to a temporary name and renamed, so an interruption leaves the old file whole."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if merge:
+        curves = merge_curves(curves, out)
     paths = {
         "json": out / "results.json",
         "csv": out / "results.csv",
         "png": out / "adaptation.png",
     }
-    paths["json"].write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat"])
-        for c in curves:
-            for k, m, h in zip(c.steps, c.mean, c.ci95, strict=True):
-                writer.writerow([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat)])
-    plot_curves(curves, paths["png"])
+    rows = [["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat"]]
+    for c in curves:
+        for k, m, h in zip(c.steps, c.mean, c.ci95, strict=True):
+            rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat)])
+    with _atomic(paths["json"]) as tmp:
+        tmp.write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
+    with _atomic(paths["csv"]) as tmp, tmp.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    with _atomic(paths["png"]) as tmp:
+        plot_curves(curves, tmp, title)
     return paths
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield a temporary path next to ``path``; on success it replaces ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_results(path: str | Path) -> list[AdaptationCurve]:
@@ -200,9 +247,10 @@ def read_results(path: str | Path) -> list[AdaptationCurve]:
     return [AdaptationCurve.from_dict(method, entry) for method, entry in data.items()]
 
 
-def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
+def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path, title: str = "") -> None:
     """Performance against gradient steps, one line per method with its 95% band; a flat
-    method (the oracle) is a dashed horizontal line with its band."""
+    method (the oracle) is a dashed horizontal line with its band. ``title`` (e.g. the env,
+    run and iteration) heads the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,10 +266,18 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path) -> None:
             continue
         (line,) = ax.plot(c.steps, mean, marker="o", label=c.method)
         ax.fill_between(c.steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+    # axhline/axhspan do not take part in autoscaling: fit every band, then leave a margin so
+    # that no line sits on the frame.
+    low = min(float(np.nanmin(np.asarray(c.mean) - np.asarray(c.ci95))) for c in curves)
+    high = max(float(np.nanmax(np.asarray(c.mean) + np.asarray(c.ci95))) for c in curves)
+    if np.isfinite(low) and np.isfinite(high):
+        pad = 0.08 * (high - low) or 0.05 * max(abs(high), 1e-3)
+        ax.set_ylim(low - pad, high + pad)
     ax.set_xlabel("inner gradient steps")
     ax.set_ylabel(curves[0].metric)
     ax.set_xticks(steps)
-    ax.set_title(f"adaptation on {curves[0].per_task.shape[0]} held-out tasks (95% CI)")
+    held_out = f"adaptation on {curves[0].per_task.shape[0]} held-out tasks (95% CI)"
+    ax.set_title(f"{title}\n{held_out}" if title else held_out, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()

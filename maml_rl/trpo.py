@@ -241,7 +241,8 @@ def backtracking_line_search(
     ``old_loss`` AND the recomputed KL is finite and at most ``max_kl`` (TRPO Appendix C: the
     quadratic model under-estimates the KL far from ``theta_old``, so the bound is checked on
     the real one). If none of the ``max_steps`` candidates qualifies, the original parameter
-    values are restored exactly, bit for bit.
+    values are restored exactly, bit for bit; so are they when a closure raises (e.g. a second
+    Ctrl-C), so that no trial step is ever left in the parameters.
 
     ``kl_fn`` is always called right after ``loss_fn`` at the same parameter values, so a caller
     whose loss and KL share one expensive forward pass (MAML's inner adaptation) may compute
@@ -265,14 +266,19 @@ def backtracking_line_search(
     old_params = parameters_to_vector(params).detach().clone()
     step = full_step.detach().reshape(-1).to(old_params)
     old_loss = float(old_loss.detach()) if isinstance(old_loss, Tensor) else float(old_loss)
-    for i in range(max_steps):
-        fraction = backtrack_ratio**i
-        _assign_flat(old_params + fraction * step, params)
-        loss = _as_scalar("loss_fn", loss_fn()).item()
-        kl = _as_scalar("kl_fn", kl_fn()).item()
-        if math.isfinite(loss) and math.isfinite(kl) and loss < old_loss and kl <= max_kl:
-            return LineSearchResult(True, fraction, i + 1, loss, kl)
-    _assign_flat(old_params, params)
+    accepted = False
+    try:
+        for i in range(max_steps):
+            fraction = backtrack_ratio**i
+            _assign_flat(old_params + fraction * step, params)
+            loss = _as_scalar("loss_fn", loss_fn()).item()
+            kl = _as_scalar("kl_fn", kl_fn()).item()
+            if math.isfinite(loss) and math.isfinite(kl) and loss < old_loss and kl <= max_kl:
+                accepted = True
+                return LineSearchResult(True, fraction, i + 1, loss, kl)
+    finally:
+        if not accepted:
+            _assign_flat(old_params, params)
     return LineSearchResult(False, 0.0, max_steps, old_loss, 0.0)
 
 

@@ -221,6 +221,27 @@ def test_line_search_failure_restores_parameters_bit_for_bit(case):
         assert p.requires_grad and p.is_leaf
 
 
+def test_line_search_interrupted_mid_trial_restores_parameters():
+    # A KeyboardInterrupt (a second Ctrl-C) while a trial step is in the parameters must not
+    # leave it there: the trainer would checkpoint it.
+    params, theta_old, target, loss_fn, _ = _quadratic_setup()
+    originals = [p.detach().clone() for p in params]
+    calls = []
+
+    def kl_fn():
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return torch.tensor(1.0, dtype=torch.float64)  # above max_kl: keep backtracking
+
+    with pytest.raises(KeyboardInterrupt):
+        backtracking_line_search(params, target - theta_old, loss_fn, kl_fn,
+                                 loss_fn().item() + 1.0, max_kl=1e-3)
+    assert len(calls) == 3
+    for p, original in zip(params, originals, strict=True):
+        assert torch.equal(p, original)
+
+
 # ---------------------------------------------------------------------------- trpo_step
 
 
