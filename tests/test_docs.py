@@ -1,0 +1,86 @@
+"""The documentation stands alone and stays current: the generated config reference matches
+maml_rl/config.py, every relative link in README.md and docs/ resolves, and nothing points
+outside the repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from maml_rl.config_reference import REFERENCE_PATH, REGENERATE, render
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+EXTERNAL = ("http://", "https://", "mailto:")
+
+
+def _prose(text: str) -> str:
+    """``text`` without fenced code blocks and code spans (their brackets are not links)."""
+    return CODE_SPAN.sub("", FENCE.sub("", text))
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of the headings of a markdown file."""
+    anchors: set[str] = set()
+    for line in FENCE.sub("", path.read_text()).splitlines():
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not heading:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", heading.group(1).lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def _links(path: Path) -> list[str]:
+    return LINK.findall(_prose(path.read_text()))
+
+
+def test_config_reference_is_current() -> None:
+    path = ROOT / REFERENCE_PATH
+    assert path.is_file(), f"{REFERENCE_PATH} is missing; generate it with: {REGENERATE}"
+    assert path.read_text() == render(), (
+        f"{REFERENCE_PATH} is stale (maml_rl/config.py changed); regenerate it with: {REGENERATE}"
+    )
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path: Path) -> None:
+    broken = []
+    for target in _links(path):
+        if target.startswith(EXTERNAL):
+            continue
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(f"{target} (no heading with anchor #{anchor})")
+        elif ROOT not in (resolved, *resolved.parents):
+            broken.append(f"{target} (outside the repository)")
+    assert not broken, f"{path.relative_to(ROOT)}: broken links: " + ", ".join(broken)
+
+
+def test_a_link_checker_that_finds_links() -> None:
+    assert len([t for p in MARKDOWN for t in _links(p)]) > 50
+    assert "docs/guide/training.md" in _links(ROOT / "README.md")
+
+
+@pytest.mark.parametrize("path", MARKDOWN + CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_points_outside_the_repository(path: Path) -> None:
+    text = path.read_text()
+    for outside in ("../shared", "REFERENCE.md"):
+        assert outside not in text, (
+            f"{path.relative_to(ROOT)} mentions '{outside}', which is not part of this "
+            "repository; cite the paper or a file in the repository instead"
+        )
