@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -193,6 +194,9 @@ def train_ppo(settings: PPOSettings, path: str | Path, progress: bool = True) ->
         ent_coef=settings.ent_coef, policy_kwargs=policy_kwargs, seed=settings.seed,
         device="cpu", verbose=0, **settings.extra,
     )
+    # Without a logger of its own, SB3 makes an empty SB3-<time> folder in the system temp
+    # directory at every learn(); the summary below is our log.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     start = time.perf_counter()
     callback = TrainingCallback(settings.timesteps, f"PPO {settings.method}", progress)
     model.learn(settings.timesteps, callback=callback)

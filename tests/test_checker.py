@@ -165,8 +165,9 @@ def test_a_family_with_plain_dict_tasks_passes_and_trains(tmp_path):
     from maml_rl.config import load_config
     from maml_rl.trainer import Trainer
 
-    config = load_config(None, [f"env.id={env_id}", "meta.optimizer=trpo", "policy.hidden_sizes=[8]",
-                                "sampling.meta_batch_size=2", "sampling.support_size=2",
+    config = load_config(None, [f"env.id={env_id}", "meta.optimizer=trpo",
+                                "policy.hidden_sizes=[8]", "sampling.meta_batch_size=2",
+                                "sampling.support_size=2",
                                 "sampling.query_size=2", "training.iterations=2",
                                 "evaluation.num_tasks=2", "evaluation.steps=1",
                                 "logging.progress=false", "logging.tensorboard=false",

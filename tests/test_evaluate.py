@@ -3,6 +3,8 @@ baselines through stable-baselines3 (cache, weight transfer), videos and traject
 the periodic evaluation during training."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -41,30 +43,35 @@ def nav_run(tmp_path_factory):
     return run
 
 
-def _results(path):
-    return json.loads((path / "eval" / "results.json").read_text())
+def _results(path, folder=""):
+    """results.json of RUN/eval, or of RUN/eval/FOLDER (evaluations on other task sets)."""
+    return json.loads((path / "eval" / folder / "results.json").read_text())
 
 
 def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, capsys):
     args = [str(nav_run), "--tasks", "4", "--steps", "2", "--seed", "5"]
     assert evaluate_main([*args, "--video", "--video-tasks", "2"]) == 0
-    results = _results(nav_run)
+    folder = nav_run / "eval" / "4tasks-seed5"  # not the run's own held-out tasks
+    results = _results(nav_run, "4tasks-seed5")
     assert set(results) == {"maml"} and KEYS <= set(results["maml"])
     maml = results["maml"]
     assert maml["steps"] == [0, 1, 2] and len(maml["mean"]) == len(maml["ci95"]) == 3
     assert maml["tasks"][0].keys() == {"x", "y"} and len(maml["tasks"]) == 4
     assert np.all(np.array(maml["mean"]) < 0)  # minus a distance at every step
-    csv_text = (nav_run / "eval" / "results.csv").read_text().splitlines()
+    csv_bytes = (folder / "results.csv").read_bytes()
+    assert b"\r" not in csv_bytes
+    csv_text = csv_bytes.decode().splitlines()
     assert csv_text[0] == "method,metric,steps,mean,ci95,num_tasks,flat"
     assert len(csv_text) == 1 + 3
-    assert (nav_run / "eval" / "adaptation.png").stat().st_size > 1000
-    assert (nav_run / "eval" / "videos" / "trajectories.png").stat().st_size > 5000
+    assert (folder / "adaptation.png").stat().st_size > 1000
+    assert (folder / "videos" / "trajectories.png").stat().st_size > 5000
     out = capsys.readouterr().out
     assert "return on 4 held-out tasks" in out and "trajectories.png" in out
     assert evaluate_main(args) == 0
-    assert _results(nav_run)["maml"]["per_task"] == maml["per_task"]
+    assert _results(nav_run, "4tasks-seed5")["maml"]["per_task"] == maml["per_task"]
     assert evaluate_main([*args[:-1], "6"]) == 0
-    assert _results(nav_run)["maml"]["per_task"] != maml["per_task"]
+    assert _results(nav_run, "4tasks-seed6")["maml"]["per_task"] != maml["per_task"]
+    assert _results(nav_run, "4tasks-seed5")["maml"]["per_task"] == maml["per_task"]
 
 
 def test_task_file_fixes_the_tasks_and_reads_a_results_json(nav_run, tmp_path, capsys):
@@ -105,7 +112,7 @@ def test_task_file_fixes_the_tasks_and_reads_a_results_json(nav_run, tmp_path, c
 def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     Trainer(load_config("configs/sinusoid.yaml", SINE), tmp_path).train()
     assert evaluate_main([str(tmp_path), "--tasks", "6", "--steps", "1"]) == 0
-    results = _results(tmp_path)
+    results = _results(tmp_path, "6tasks")
     assert results["maml"]["metric"] == "mse" and results["maml"]["steps"] == [0, 1]
     assert KEYS <= set(results["maml"])
     # evaluation.* overrides, before or after the options
@@ -136,8 +143,10 @@ def test_evaluate_command_line_errors(nav_run, capsys, args, message):
 def test_baselines_on_a_tiny_budget_are_cached_and_reported(nav_run, capsys):
     args = [str(nav_run), "--tasks", "3", "--steps", "1", "--seed", "2", "--baselines",
             "--baseline-steps", "600"]
+    sb3_temp = set(Path(tempfile.gettempdir()).glob("SB3-*"))
     assert evaluate_main(args) == 0
-    results = _results(nav_run)
+    assert set(Path(tempfile.gettempdir()).glob("SB3-*")) == sb3_temp  # no stray log folders
+    results = _results(nav_run, "3tasks-seed2")
     assert list(results) == ["maml", "pretrained", "random", "oracle"]
     for method in ("pretrained", "random"):
         assert results[method]["steps"] == [0, 1] and not results[method]["flat"]
@@ -158,9 +167,18 @@ def test_baselines_on_a_tiny_budget_are_cached_and_reported(nav_run, capsys):
     assert "cached PPO policy" in captured.err
     assert "oracle" in captured.out and "(not adapted)" in captured.out
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps
-    again = _results(nav_run)
+    again = _results(nav_run, "3tasks-seed2")
     for method in results:
         assert again[method]["per_task"] == results[method]["per_task"], method
+    # A later evaluation of MAML alone (here with videos) keeps the baselines' curves.
+    assert evaluate_main([*args[:7], "--video", "--video-tasks", "1"]) == 0
+    kept = _results(nav_run, "3tasks-seed2")
+    assert list(kept) == ["maml", "pretrained", "random", "oracle"]
+    for method in ("pretrained", "random", "oracle"):
+        assert kept[method] == results[method], method
+    csv_methods = {line.split(",")[0] for line in
+                   (nav_run / "eval" / "3tasks-seed2" / "results.csv").read_text().splitlines()[1:]}
+    assert csv_methods == {"maml", "pretrained", "random", "oracle"}
 
 
 @pytest.mark.parametrize(("hidden", "nonlinearity"), [([8], "relu"), ([16, 8], "tanh")])
@@ -317,12 +335,18 @@ def test_end_of_training_evaluation_keeps_baselines_on_the_same_tasks(tmp_path):
     tasks = trainer.learner.evaluate(3, 1, 2).tasks
     pretrained = AdaptationCurve("pretrained", "return", [0, 1], np.full((3, 2), -9.0), tasks)
     oracle = AdaptationCurve("oracle", "return", [0], np.full((3, 1), -1.0), tasks, flat=True)
-    elsewhere = AdaptationCurve("random", "return", [0, 1], np.full((3, 2), -50.0),
-                                [GoalPositionTask(0.3, 0.3)] * 3)  # other tasks: dropped
-    write_results([pretrained, oracle, elsewhere], tmp_path / "eval")
+    write_results([pretrained, oracle], tmp_path / "eval")
     curve = trainer.evaluate()
     results = _results(tmp_path)
     assert list(results) == ["maml", "pretrained", "oracle"]
     assert results["maml"]["mean"] == curve.mean
     assert results["pretrained"]["mean"] == [-9.0, -9.0] and results["oracle"]["flat"]
+    # A folder holding curves on other tasks is left alone; the curve goes beside it.
+    elsewhere = AdaptationCurve("random", "return", [0, 1], np.full((3, 2), -50.0),
+                                [GoalPositionTask(0.3, 0.3)] * 3)
+    write_results([elsewhere], tmp_path / "eval", merge=False)
+    before = (tmp_path / "eval" / "results.json").read_bytes()
+    trainer.evaluate()
+    assert (tmp_path / "eval" / "results.json").read_bytes() == before
+    assert list(_results(tmp_path, "iteration-0")) == ["maml"]
     trainer.learner.close()
