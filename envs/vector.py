@@ -33,6 +33,21 @@ from envs.tasks import coerce_tasks
 TaskT = TypeVar("TaskT")
 
 
+class EnvOutputError(ValueError):
+    """A task env returned something its spaces rule out (an observation of the wrong shape).
+    The message is one line naming the env id, the method and what was expected and received."""
+
+
+def observation_shape_error(
+    env_id: str, method: str, expected: tuple[int, ...], received: tuple[int, ...], where: str
+) -> EnvOutputError:
+    """The one wording of a wrong observation shape, for every vector env of this package."""
+    return EnvOutputError(
+        f"env '{env_id}': {method}() returned an observation of shape {received}, but its "
+        f"observation_space has shape {expected} ({where}); make the two agree"
+    )
+
+
 def seeds_for(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
     """Per-sub-env seeds, the convention of ``gymnasium.vector.SyncVectorEnv``."""
     if seed is None:
@@ -124,7 +139,7 @@ class TaskBatchVectorEnv(VectorEnv, Generic[TaskT]):
                 # The same seeding as gymnasium.Env.reset, so sub-env i matches the single env.
                 self._rngs[i] = gym.utils.seeding.np_random(s)[0]
         idx = np.flatnonzero(mask)
-        self._obs[idx] = self._reset_subenvs(idx)
+        self._store_obs(idx, self._reset_subenvs(idx), "reset")
         self._terminated[idx] = False
         self._truncated[idx] = False
         self._elapsed[idx] = 0
@@ -149,7 +164,7 @@ class TaskBatchVectorEnv(VectorEnv, Generic[TaskT]):
             sub_actions = actions[idx]
         if idx.size:
             obs, reward, terminated, info = self._step_subenvs(idx, sub_actions)
-            self._obs[idx] = obs
+            self._store_obs(idx, obs, "step")
             rewards[idx] = reward
             self._terminated[idx] = terminated
             self._elapsed[idx] += 1
@@ -168,6 +183,16 @@ class TaskBatchVectorEnv(VectorEnv, Generic[TaskT]):
             self._truncated.copy(),
             infos,
         )
+
+    def _store_obs(self, idx: np.ndarray, obs: np.ndarray, method: str) -> None:
+        # Compared, not left to numpy: a (k, 1) array would broadcast silently into (k, d).
+        received = np.shape(obs)[1:]
+        if received != self._obs.shape[1:]:
+            spec = getattr(self, "spec", None)
+            env_id = spec.id if spec is not None else type(self).__name__
+            raise observation_shape_error(env_id, method, self._obs.shape[1:], received,
+                                          f"batched {type(self).__name__}")
+        self._obs[idx] = obs
 
     def _reset_subenvs(self, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
