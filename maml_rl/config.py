@@ -552,22 +552,49 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file safely, with one-line errors."""
+def read_yaml_file(path: str | Path, label: str) -> Any:
+    """The YAML (or JSON) document in ``path``, read safely; ConfigError (one line starting with
+    ``label``, which names the file and the flag or role it was given as) when it is missing, a
+    directory, unreadable, not UTF-8 or not valid YAML. ``None`` for an empty file."""
     path = Path(path)
+    if path.is_dir():
+        example = sorted(path.glob("*.yaml"))[:1]
+        such_as = f", such as '{example[0]}'" if example else ""
+        raise ConfigError(f"{label} is a directory; give a YAML file{such_as}")
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found")
+        raise ConfigError(f"{label} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{label} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                          f"offset {err.start}); save it as UTF-8 YAML") from None
+    except OSError as err:
+        raise ConfigError(f"{label} cannot be read: {err.strerror or err}") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}") from None
+        raise ConfigError(f"{label} is not valid YAML{where}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file safely, with one-line errors: it must hold a mapping of
+    sections (an empty file is refused rather than silently training the defaults)."""
+    label = f"config file '{path}'"
+    data = read_yaml_file(path, label)
     if data is None:
-        return {}
+        raise ConfigError(f"{label} is empty; expected a mapping of sections such as 'env:' "
+                          "and 'training:' (see configs/ for examples)")
     if not isinstance(data, dict):
-        raise ConfigError(f"config file '{path}': expected a mapping of sections, got {data!r}")
+        raise ConfigError(f"{label}: expected a mapping of sections (e.g. 'env: {{id: ...}}'), "
+                          f"got {type(data).__name__} {_short(data)}")
     return data
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
