@@ -9,7 +9,9 @@ examples of every class, without replacement) gets one sub-env per task, stepped
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -18,8 +20,10 @@ import torch
 from torch.func import vmap
 
 from envs.generic import family_metadata, make_task_vector_env
+from envs.vector import EnvOutputError
 from maml_rl.adaptation import forward
 from maml_rl.episodes import Episodes
+from maml_rl.meta_optimizers import NonFiniteError
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
 
 
@@ -129,12 +133,15 @@ class EpisodeSampler(_VectorEnvSampler):
     ) -> None:
         self.num_tasks, self.episodes_per_task = num_tasks, episodes_per_task
         self.horizon, self.device = horizon, torch.device(device)
+        self.env_id = env_id
         self.env = make_task_vector_env(
             env_id, num_tasks * episodes_per_task, max_episode_steps=horizon, **env_kwargs
         )
         if env_wrapper is not None:
             self.env = env_wrapper(self.env)
-        self.env.reset(seed=seed)
+        with _env_checker_warnings_held():
+            self.env.reset(seed=seed)
+        self._first_sample = True
         space = self.env.single_action_space
         self.discrete = isinstance(space, gym.spaces.Discrete)
         self._low = None if self.discrete else space.low
@@ -146,6 +153,13 @@ class EpisodeSampler(_VectorEnvSampler):
         ``per_task``), sampled without building any autograd graph."""
         if len(tasks) != self.num_tasks:
             raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
+        # The env checker's other call is each sub-env's first step().
+        first, self._first_sample = self._first_sample, False
+        with _env_checker_warnings_held() if first else contextlib.nullcontext():
+            return self._rollout(tasks, policy, params, per_task)
+
+    def _rollout(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool):
+        """The rollout behind :meth:`sample`."""
         m, n, horizon = self.num_tasks, self.episodes_per_task, self.horizon
         self.env.set_tasks([task for task in tasks for _ in range(n)])
         obs, _ = self.env.reset()
@@ -160,7 +174,11 @@ class EpisodeSampler(_VectorEnvSampler):
         with torch.no_grad():
             for t in range(horizon):
                 obs_buf[t] = obs
-                actions, log_probs = act(torch.as_tensor(obs_buf[t], device=self.device))
+                try:
+                    actions, log_probs = act(torch.as_tensor(obs_buf[t], device=self.device))
+                except ValueError as err:
+                    self._explain_invalid_policy_output(err, obs_buf[: t + 1], tasks, per_task)
+                    raise
                 act_buf.append(actions)
                 logp_buf.append(log_probs)
                 env_actions = actions.cpu().numpy()
@@ -173,6 +191,10 @@ class EpisodeSampler(_VectorEnvSampler):
                 if done.all():
                     horizon = t + 1
                     break
+        # Once per batch, on whole arrays: an env's NaN/inf would otherwise surface as a NaN
+        # loss or a torch.distributions error far from its cause.
+        self._check_finite(obs_buf[:horizon], "observation", tasks)
+        self._check_finite(rew_buf[:horizon], "reward", tasks)
         self.steps_sampled += int(alive_buf[:horizon].sum())
 
         def shaped(x: torch.Tensor) -> torch.Tensor:  # [T, B, ...] -> [M, N, T, ...]
@@ -188,6 +210,74 @@ class EpisodeSampler(_VectorEnvSampler):
             log_probs=shaped(torch.stack(logp_buf)),
             lengths=mask.sum(-1).long(),
         )
+
+    def _explain_invalid_policy_output(self, err: ValueError, observations: np.ndarray,
+                                       tasks: Sequence[Any], adapted: bool) -> None:
+        """torch.distributions refuses NaN/inf distribution parameters with a long ValueError;
+        raise NonFiniteError naming the cause instead: the env's observation, or else the
+        policy's parameters (diverged in the inner loop). Returns for any other ValueError."""
+        if "found invalid values" not in str(err):
+            return
+        self._check_finite(observations, "observation", tasks)
+        which = "adapted by the inner loop's step" if adapted else "meta-parameters"
+        raise NonFiniteError(
+            f"the policy's output is non-finite on finite observations of env '{self.env_id}': "
+            f"its parameters ({which}) diverged, from a non-finite inner loss or a step too "
+            "large for it (lower inner.lr)"
+        ) from None
+
+    def _check_finite(self, values: np.ndarray, quantity: str, tasks: Sequence[Any]) -> None:
+        """Raise NonFiniteError naming the env, the task of the first sub-env whose
+        ``values [T, B, ...]`` hold a NaN/inf, the step and the value."""
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        per_env = finite.reshape(*finite.shape[:2], -1).all(axis=2)  # [T, B]
+        env = int(np.flatnonzero(~per_env.all(axis=0))[0])
+        step = int(np.flatnonzero(~per_env[:, env])[0])
+        value = values[step, env].ravel()
+        index = int(np.flatnonzero(~np.isfinite(value))[0])
+        shown = f"{quantity}[{index}] = {value[index]}" if value.size > 1 else str(value[0])
+        # obs_buf[t] came from step t (reset() at t = 0); rew_buf[t] from step t + 1.
+        if quantity == "reward":
+            when = f"step {step + 1}"
+        else:
+            when = "reset()" if step == 0 else f"step {step}"
+        task = tasks[env // self.episodes_per_task]
+        raise NonFiniteError(
+            f"env '{self.env_id}' returned a non-finite {quantity} ({shown}) at {when} of an "
+            f"episode of task {task!r}; its reset()/step() must return finite values"
+        )
+
+
+# Warnings re-issued by _env_checker_warnings_held, each once per process as warnings.warn's
+# "default" action would show it (a registry passed to warn_explicit would not do: entering
+# catch_warnings clears every registry).
+_REISSUED: set[tuple[str, type[Warning], str, int]] = set()
+
+
+@contextlib.contextmanager
+def _env_checker_warnings_held() -> Iterator[None]:
+    """Hold back the warnings raised inside and re-issue them afterwards, unless the env's
+    output is found faulty (NonFiniteError, EnvOutputError): gymnasium's passive env checker,
+    which inspects each sub-env's first reset() and step(), warns about a NaN reward or an
+    observation outside its space before our error names the env, the task and the value, and
+    a fault should read as that one line."""
+    reissue = True
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            except (NonFiniteError, EnvOutputError):
+                reissue = False
+                raise
+    finally:
+        for w in caught if reissue else ():
+            key = (str(w.message), w.category, w.filename, w.lineno)
+            if key not in _REISSUED:
+                _REISSUED.add(key)
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _actor(policy, params, per_task: bool, num_tasks: int):
