@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from maml_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from maml_rl.checkpoint import CHECKPOINT_NAME, restore, save_checkpoint
 from maml_rl.config import Config, ConfigError, save_config
 from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
 from maml_rl.family import TaskFamily, load_family
@@ -121,8 +121,7 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        self.learner.load_state_dict(state["learner"])
+        state = restore(self.learner, self.checkpoint_path, self.config, self.device)
         set_rng_state(state["rng"], self.task_rng)
         self.iteration = int(state["iteration"])
 
