@@ -4,12 +4,16 @@ a user's mistake (exit status 2 and one line naming the key, the value and what 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from maml_rl.config import Config, ConfigError, load_config
+from maml_rl.config import Config, ConfigError, load_config, read_yaml_file
+
+if TYPE_CHECKING:
+    from maml_rl.trainer import Trainer
 
 USAGE = "train.py CONFIG [section.key=value ...] [--run-dir DIR] [--resume RUN_DIR]"
 
@@ -49,8 +53,26 @@ def default_run_dir(config: Config, name: str) -> Path:
     return Path(config.logging.run_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _fault_message(err: BaseException, trainer: Trainer) -> str:
+    """One line for a fault in the middle of training (a full disk, an env returning NaN or a
+    wrong shape) that says what is kept on disk and how to go on."""
+    from maml_rl.checkpoint import CheckpointWriteError
+
+    resume = f"maml-train --resume {trainer.run_dir}"
+    have_checkpoint = trainer.checkpoint_path.is_file()
+    if isinstance(err, CheckpointWriteError):
+        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+        then = f"resume with: {resume}" if have_checkpoint else "start the run again"
+        return f"{err}; {fix}, then {then}"
+    kept = trainer.checkpoint_path if have_checkpoint else "none written yet"
+    return f"{err}; the last good checkpoint is kept: {kept}"
+
+
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/train.py``; returns the exit status."""
+    from envs.vector import EnvOutputError
+    from maml_rl.checkpoint import CheckpointWriteError
+    from maml_rl.meta_optimizers import NonFiniteError
     from maml_rl.trainer import Trainer
 
     try:
@@ -60,11 +82,17 @@ def train_main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    result = trainer.train()
+    # stdout: stderr is kept for problems, so that a fault reads as one line there.
+    print(f"run directory: {run_dir}")
+    try:
+        result = trainer.train()
+    except (CheckpointWriteError, EnvOutputError, NonFiniteError) as err:
+        print(f"error: {_fault_message(err, trainer)}", file=sys.stderr)
+        return 2
     if result.message:
-        print(result.message, file=sys.stderr)
-    return {"completed": 0, "interrupted": 130, "non-finite": 1}[result.status]
+        prefix = "error: " if result.status == "non-finite" else ""
+        print(prefix + result.message, file=sys.stderr)
+    return {"completed": 0, "interrupted": 130, "non-finite": 2}[result.status]
 
 
 EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "
@@ -118,6 +146,9 @@ def _check_evaluate_args(ns: argparse.Namespace) -> None:
     from maml_rl.checkpoint import CHECKPOINT_NAME
 
     ns.checkpoint = ns.checkpoint or ns.run_dir / CHECKPOINT_NAME
+    if ns.checkpoint.is_dir():
+        raise ConfigError(f"--checkpoint: '{ns.checkpoint}' is a directory; give a checkpoint "
+                          f"file (e.g. {ns.checkpoint / CHECKPOINT_NAME})")
     if not ns.checkpoint.is_file():
         raise ConfigError(f"--checkpoint: '{ns.checkpoint}' not found")
     minimum = {"steps": 0, "tasks": 1, "video_tasks": 1, "baseline_steps": 1, "threads": 1}
@@ -139,14 +170,7 @@ def _check_evaluate_args(ns: argparse.Namespace) -> None:
 def read_task_file(path: Path) -> list[Any]:
     """Tasks listed in a YAML/JSON file: a list of tasks, or an evaluation's ``results.json``
     (its first method's tasks, to evaluate another run on exactly the same ones)."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"--task-file: '{path}' not found")
-    try:
-        data = yaml.safe_load(path.read_text())  # JSON is YAML too
-    except yaml.YAMLError:
-        raise ConfigError(f"--task-file: '{path}' is neither YAML nor JSON") from None
+    data = read_yaml_file(path, f"--task-file: '{path}'")  # JSON is YAML too
     if isinstance(data, dict):
         curves = [v for v in data.values() if isinstance(v, dict) and v.get("tasks")]
         data = curves[0]["tasks"] if curves else data
@@ -164,9 +188,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     ``RUN_DIR/eval/`` and printed as a table; ``--video`` adds rollouts before/after."""
     import torch
 
-    from maml_rl.checkpoint import load_checkpoint
+    from envs.vector import EnvOutputError
+    from maml_rl.checkpoint import restore
     from maml_rl.evaluation import format_table, write_results
     from maml_rl.family import load_family
+    from maml_rl.meta_optimizers import NonFiniteError
     from maml_rl.seeding import seed_everything
     from maml_rl.trainer import build_learner
 
@@ -193,7 +219,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 raise ConfigError(f"--task-file: {err}") from None
         learner = build_learner(config, family, device)
-        learner.load_state_dict(load_checkpoint(ns.checkpoint, map_location=device)["learner"])
+        restore(learner, ns.checkpoint, config, device)
         if ns.video:
             from maml_rl.videos import check_video_support
 
@@ -207,7 +233,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     seed = ev.seed if ns.seed is None else ns.seed
     out = ns.out or ns.run_dir / "eval"
     fixed = {} if tasks is None else {"tasks": tasks}  # RL learners only (checked above)
-    curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
+    try:
+        curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
+    except (NonFiniteError, EnvOutputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if ns.baselines:
         from maml_rl.sb3_baselines import evaluate_baselines
 
