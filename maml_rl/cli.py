@@ -7,19 +7,34 @@ import argparse
 import errno
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envs.registration import import_family_module
 from maml_rl.config import Config, ConfigError, load_config, read_yaml_file
+from maml_rl.evaluation import ResultsMismatchError
 
 if TYPE_CHECKING:
     from maml_rl.trainer import Trainer
 
-USAGE = "train.py CONFIG [section.key=value ...] [--run-dir DIR] [--resume RUN_DIR]"
+USAGE = ("train.py CONFIG [section.key=value ...] [--run-dir DIR [--overwrite]] "
+         "| train.py --resume RUN_DIR [section.key=value ...]")
 
 
-def parse_train_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]:
-    """Return the validated config, the run directory and whether to resume."""
+@dataclass
+class TrainArgs:
+    """What ``train.py``'s command line asks for."""
+
+    config: Config
+    run_dir: Path
+    resume: bool
+    overwrite: bool
+    config_dir: Path  # the folder of the config file read (for env.module)
+
+
+def parse_train_args(argv: list[str] | None = None) -> TrainArgs:
+    """Parse and validate ``train.py``'s command line (ConfigError on a mistake)."""
     parser = argparse.ArgumentParser(
         prog="train.py", usage=USAGE,
         description="Meta-train with MAML. Any config key can be overridden as section.key=value.",
@@ -29,6 +44,9 @@ def parse_train_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]
                         "logging.run_root/<env>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in --run-dir (deleted completely once the "
+                             "new config has been checked); without it such a run is refused")
     ns = parser.parse_intermixed_args(argv)
     positional = list(ns.args)
     config_path = positional.pop(0) if positional and "=" not in positional[0] else None
@@ -36,21 +54,30 @@ def parse_train_args(argv: list[str] | None = None) -> tuple[Config, Path, bool]
         if config_path is not None:
             raise ConfigError(f"give CONFIG or --resume, not both (got '{config_path}' and "
                               f"--resume {ns.resume}); overrides are allowed with --resume")
+        if ns.overwrite:
+            raise ConfigError("--overwrite and --resume exclude each other: resume continues the "
+                              "run, overwrite replaces it")
         if not (ns.resume / "config.yaml").is_file():
             raise ConfigError(f"--resume: '{ns.resume}' is not a run directory "
                               "(no config.yaml in it)")
         if not (ns.resume / "checkpoint.pt").is_file():
             raise ConfigError(f"--resume: '{ns.resume}' has no checkpoint.pt to resume from")
-        return load_config(ns.resume / "config.yaml", positional), ns.resume, True
+        config = load_config(ns.resume / "config.yaml", positional)
+        return TrainArgs(config, ns.resume, True, False, ns.resume)
     if config_path is None:
         raise ConfigError(f"missing CONFIG file; usage: {USAGE}")
     config = load_config(config_path, positional)
     run_dir = ns.run_dir or default_run_dir(config, Path(config_path).stem)
-    return config, run_dir, False
+    return TrainArgs(config, run_dir, False, ns.overwrite, Path(config_path).parent)
 
 
 def default_run_dir(config: Config, name: str) -> Path:
     return Path(config.logging.run_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _interrupted(what: str) -> int:
+    print(f"interrupted {what}; nothing was written", file=sys.stderr)
+    return 130
 
 
 def _fault_message(err: BaseException, trainer: Trainer) -> str:
@@ -69,30 +96,44 @@ def _fault_message(err: BaseException, trainer: Trainer) -> str:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``scripts/train.py``; returns the exit status."""
-    from envs.vector import EnvOutputError
-    from maml_rl.checkpoint import CheckpointWriteError
-    from maml_rl.meta_optimizers import NonFiniteError
-    from maml_rl.trainer import Trainer
-
+    """Entry point of ``scripts/train.py`` and ``maml-train``; returns the exit status: 0 done,
+    2 a mistake or fault (one line on stderr), 130 interrupted (the checkpoint is kept)."""
     try:
-        config, run_dir, resume = parse_train_args(argv)
-        config.resolve_device()
-        trainer = Trainer(config, run_dir, resume=resume)
+        from envs.vector import EnvOutputError
+        from maml_rl.checkpoint import CheckpointWriteError
+        from maml_rl.meta_optimizers import NonFiniteError
+        from maml_rl.trainer import Trainer
+
+        args = parse_train_args(argv)
+        args.config.resolve_device()
+        if args.config.env.module:
+            import_family_module(args.config.env.module, [args.config_dir])
+        trainer = Trainer(args.config, args.run_dir, resume=args.resume,
+                          overwrite=args.overwrite)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted("before training started")
     # stdout: stderr is kept for problems, so that a fault reads as one line there.
-    print(f"run directory: {run_dir}")
+    print(f"run directory: {args.run_dir}")
     try:
         result = trainer.train()
     except (CheckpointWriteError, EnvOutputError, NonFiniteError) as err:
         print(f"error: {_fault_message(err, trainer)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while a checkpoint or log was being written: those are atomic
+        print(f"interrupted; the last checkpoint in {args.run_dir} is intact. Resume with: "
+              f"maml-train --resume {args.run_dir}", file=sys.stderr)
+        return 130
     if result.message:
         prefix = "error: " if result.status == "non-finite" else ""
         print(prefix + result.message, file=sys.stderr)
-    return {"completed": 0, "interrupted": 130, "non-finite": 2}[result.status]
+    if result.status == "completed":
+        written = [trainer.checkpoint_path, args.run_dir / "metrics.csv",
+                   *result.evaluation_files]
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return {"completed": 0, "interrupted": 130}.get(result.status, 2)
 
 
 EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "
@@ -122,7 +163,10 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                              "YAML/JSON list of tasks as set_task takes them, e.g. "
                              "[{x: 0.1, y: -0.3}, ...], or an earlier results.json; "
                              "--tasks N keeps the first N")
-    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/eval)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default: RUN_DIR/eval for the run's own held-out "
+                             "tasks, RUN_DIR/eval/<tasks> for others, e.g. eval/400tasks-seed7); "
+                             "curves already there of other methods are kept")
     parser.add_argument("--video", action="store_true",
                         help="write rollouts before/after adaptation to OUT/videos (MP4, or GIF "
                              "without an MP4 encoder; a trajectory plot for 2D navigation)")
@@ -190,7 +234,6 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
     from envs.vector import EnvOutputError
     from maml_rl.checkpoint import restore
-    from maml_rl.evaluation import format_table, write_results
     from maml_rl.family import load_family
     from maml_rl.meta_optimizers import NonFiniteError
     from maml_rl.seeding import seed_everything
@@ -205,6 +248,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         if threads:
             torch.set_num_threads(threads)
         seed_everything(config.seed)
+        if config.env.module:
+            import_family_module(config.env.module, [ns.run_dir])
         family = load_family(config.env.id, config.env.kwargs, config.env.module)
         if family.supervised and (ns.baselines or ns.video):
             flag = "--baselines" if ns.baselines else "--video"
@@ -219,7 +264,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             except ValueError as err:
                 raise ConfigError(f"--task-file: {err}") from None
         learner = build_learner(config, family, device)
-        restore(learner, ns.checkpoint, config, device)
+        state = restore(learner, ns.checkpoint, config, device)
+        iteration = state.get("iteration")
         if ns.video:
             from maml_rl.videos import check_video_support
 
@@ -227,17 +273,45 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted("before the evaluation started")
+    try:
+        return _run_evaluation(ns, config, learner, tasks, iteration)
+    except (ResultsMismatchError, NonFiniteError, EnvOutputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; every results file is either as before or complete",
+              file=sys.stderr)
+        return 130
+    finally:
+        learner.close()
+
+
+def default_evaluation_dir(ns: argparse.Namespace) -> Path:
+    """``RUN_DIR/eval`` for the run's own held-out tasks; a subfolder named after the task set
+    otherwise, so that evaluations on different tasks never share (or clobber) a table."""
+    parts = []
+    if ns.task_file is not None:
+        parts.append(ns.task_file.stem)
+    if ns.tasks is not None:
+        parts.append(f"{ns.tasks}tasks")
+    if ns.seed is not None:
+        parts.append(f"seed{ns.seed}")
+    return ns.run_dir / "eval" / "-".join(parts) if parts else ns.run_dir / "eval"
+
+
+def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
+                    tasks: list[Any] | None, iteration: int | None) -> int:
+    from maml_rl.evaluation import format_table, write_results
+
     ev = config.evaluation
     num_tasks = len(tasks) if tasks is not None else ns.tasks or ev.num_tasks
     steps = ev.steps if ns.steps is None else ns.steps
     seed = ev.seed if ns.seed is None else ns.seed
-    out = ns.out or ns.run_dir / "eval"
+    out = ns.out or default_evaluation_dir(ns)
     fixed = {} if tasks is None else {"tasks": tasks}  # RL learners only (checked above)
-    try:
-        curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
-    except (NonFiniteError, EnvOutputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
     if ns.baselines:
         from maml_rl.sb3_baselines import evaluate_baselines
 
@@ -245,13 +319,14 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         curves += evaluate_baselines(learner, num_tasks, steps, seed, ns.run_dir / "baselines",
                                      ns.baseline_steps, progress=config.logging.progress,
                                      log=log, tasks=tasks)
-    written = list(write_results(curves, out).values())
+    at = "" if iteration is None else f", iteration {iteration}"
+    title = f"{config.env.id}, run {ns.run_dir.resolve().name}{at}"
+    written = list(write_results(curves, out, title).values())
     if ns.video:
         from maml_rl.videos import record_adaptation
 
         written += record_adaptation(learner, min(ns.video_tasks, num_tasks), steps, seed,
                                      out / "videos", tasks=tasks)
-    learner.close()
     print(format_table(curves))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0

@@ -23,7 +23,7 @@ class MetricsLogger:
         self._file = self.path.open("a", newline="")
         self._writer: csv.DictWriter | None = None
         if self.fields is not None:
-            self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
+            self._writer = csv.DictWriter(self._file, fieldnames=self.fields, lineterminator="\n")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -36,7 +36,7 @@ class MetricsLogger:
             self.fields = reader.fieldnames
             rows = [r for r in reader if int(r["iteration"]) <= iteration]
         with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields or ["iteration"])
+            writer = csv.DictWriter(f, fieldnames=self.fields or ["iteration"], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -44,7 +44,7 @@ class MetricsLogger:
         row = {"iteration": iteration, **metrics}
         if self._writer is None:
             self.fields = list(row)
-            self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
+            self._writer = csv.DictWriter(self._file, fieldnames=self.fields, lineterminator="\n")
             self._writer.writeheader()
         elif any(k not in self.fields for k in row):
             self._extend_fields([k for k in row if k not in self.fields])
@@ -63,11 +63,11 @@ class MetricsLogger:
             rows = list(csv.DictReader(f))
         self.fields = [*self.fields, *new]
         with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
+            writer = csv.DictWriter(f, fieldnames=self.fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
         self._file = self.path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
+        self._writer = csv.DictWriter(self._file, fieldnames=self.fields, lineterminator="\n")
 
     def close(self) -> None:
         self._file.close()

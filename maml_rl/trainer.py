@@ -8,9 +8,11 @@ atomically), and ``eval/`` (the adaptation curve on held-out tasks at the end).
 
 from __future__ import annotations
 
+import copy
+import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +21,12 @@ import torch
 
 from maml_rl.checkpoint import CHECKPOINT_NAME, restore, save_checkpoint
 from maml_rl.config import Config, ConfigError, save_config
-from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
+from maml_rl.evaluation import (
+    AdaptationCurve,
+    ResultsMismatchError,
+    format_table,
+    write_results,
+)
 from maml_rl.family import TaskFamily, load_family
 from maml_rl.logger import MetricsLogger
 from maml_rl.meta_optimizers import NonFiniteError, scheduled_lr, set_lr
@@ -70,6 +77,7 @@ class TrainResult:
     iteration: int
     status: str  # "completed" | "interrupted" | "non-finite"
     message: str = ""
+    evaluation_files: list[Path] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -96,11 +104,55 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-class Trainer:
-    """Meta-trains ``config`` into ``run_dir``; ``resume=True`` continues from its checkpoint."""
+#: Files and folders a run writes; their presence makes a directory a run directory.
+RUN_FILES = ("config.yaml", CHECKPOINT_NAME, "metrics.csv", "tensorboard", "eval", "baselines")
 
-    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+
+def check_run_dir(run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Raise ConfigError (one line) unless a run may be written to ``run_dir``: a new or empty
+    folder; with ``resume``, an existing run; with ``overwrite``, an existing run (cleared by
+    the trainer once the config has been checked). Nothing is ever written here."""
+    if resume and overwrite:
+        raise ConfigError("--overwrite and --resume exclude each other: resume continues the "
+                          "run, overwrite replaces it")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir: '{run_dir}' is a file, not a directory; name a new "
+                          "folder")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if not existing:
+        raise ConfigError(f"--run-dir: '{run_dir}' is a folder that holds other files, not a "
+                          "run; name a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"--run-dir: '{run_dir}' already holds a run; continue it with "
+                          f"--resume {run_dir}, or pass --overwrite to replace it")
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` and check that it is writable (ConfigError naming it otherwise)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"--run-dir: cannot write to '{run_dir}': {reason}; name a writable "
+                          "folder") from None
+
+
+class Trainer:
+    """Meta-trains ``config`` into ``run_dir``; ``resume=True`` continues from its checkpoint.
+
+    A ``run_dir`` that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (delete it once the config and family have been checked, then start anew).
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        check_run_dir(self.run_dir, resume, overwrite)
         self.device = config.resolve_device()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -108,7 +160,10 @@ class Trainer:
         self.family = load_family(config.env.id, config.env.kwargs, config.env.module)
         self.learner = build_learner(config, self.family, self.device)
         self.iteration = 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.evaluation_files: list[Path] = []
+        if overwrite and self.run_dir.is_dir():
+            shutil.rmtree(self.run_dir)
+        _make_run_dir(self.run_dir)
         if resume:
             self._restore()
         save_config(config, self.run_dir / "config.yaml")
@@ -125,23 +180,35 @@ class Trainer:
         set_rng_state(state["rng"], self.task_rng)
         self.iteration = int(state["iteration"])
 
-    def save(self) -> Path:
-        state = {
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds: iteration, learner (model, optimizer, samplers' RNGs), the
+        global and task RNG states, and the config."""
+        return {
             "iteration": self.iteration,
             "learner": self.learner.state_dict(),
             "rng": rng_state(self.task_rng),
             "config": self.config.to_dict(),
         }
-        return save_checkpoint(state, self.checkpoint_path)
+
+    def save(self, state: dict[str, Any] | None = None) -> Path:
+        """Write ``state`` (default: the current one) to the checkpoint, atomically."""
+        return save_checkpoint(self.state() if state is None else state, self.checkpoint_path)
 
     def train(self) -> TrainResult:
         cfg = self.config
         total = cfg.training.iterations
         bar = _progress(cfg.logging.progress, self.iteration, total)
         status, message = "completed", ""
+        # The state at the start of the iteration in flight. A second Ctrl-C aborts that
+        # iteration anywhere (mid-sampling, mid-update); saving this copy instead of the live
+        # state keeps parameters and RNG states consistent, so resume repeats the iteration
+        # exactly as an uninterrupted run would.
+        start_state: dict[str, Any] | None = None
+        abort_state: dict[str, Any] | None = None
         try:
             with _StopFlag() as stop:
                 while self.iteration < total:
+                    start_state = copy.deepcopy(self.state())
                     tasks = self.family.sample_tasks(cfg.sampling.meta_batch_size, self.task_rng)
                     lr = self._schedule_meta_lr()
                     start = time.perf_counter()
@@ -168,19 +235,29 @@ class Trainer:
                         break
         except KeyboardInterrupt:  # second Ctrl-C: the iteration in flight is lost, not the run
             status = "interrupted"
+            if start_state is not None and start_state["iteration"] == self.iteration:
+                abort_state = start_state
         finally:
             if bar is not None:
                 bar.close()
         if status != "non-finite":
-            path = self.save()
+            path = self.save(abort_state)
             if status == "interrupted":
                 message = (f"interrupted at iteration {self.iteration}; checkpoint saved to {path}."
-                           f" Resume with: python scripts/train.py --resume {self.run_dir}")
+                           f" Resume with: maml-train --resume {self.run_dir}")
+        written: list[Path] = []
         if status == "completed" and cfg.evaluation.at_end:
-            self.evaluate()
+            try:
+                self.evaluate()
+                written = self.evaluation_files
+            except KeyboardInterrupt:
+                status = "interrupted"
+                message = (f"interrupted during the final evaluation; the checkpoint of iteration "
+                           f"{self.iteration} is kept in {self.checkpoint_path}. Evaluate it with: "
+                           f"maml-evaluate {self.run_dir}")
         self.logger.close()
         self.learner.close()
-        return TrainResult(self.run_dir, self.iteration, status, message)
+        return TrainResult(self.run_dir, self.iteration, status, message, written)
 
     def _schedule_meta_lr(self) -> float | None:
         """Set the meta-optimizer's rate for the next iteration from ``meta.lr_milestones``
@@ -207,20 +284,25 @@ class Trainer:
         metrics["time/eval_s"] = time.perf_counter() - start
         return metrics
 
+    def plot_title(self) -> str:
+        """What the adaptation plot names: env, run and meta-iteration."""
+        return f"{self.config.env.id}, run {self.run_dir.name}, iteration {self.iteration}"
+
     def evaluate(self) -> AdaptationCurve:
-        """The end-of-training adaptation curve, written to ``RUN_DIR/eval``. Baseline curves
-        already there (from ``evaluate.py --baselines``) on the same held-out tasks and steps
-        are kept: they do not depend on the meta-trained policy."""
+        """The end-of-training adaptation curve, written to ``RUN_DIR/eval`` (its paths in
+        ``evaluation_files``). Curves already there of other methods (``evaluate.py
+        --baselines``) on the same held-out tasks are kept: they do not depend on the
+        meta-trained policy. If that folder holds curves on other tasks, nothing there is
+        touched and the curve goes to ``RUN_DIR/eval/iteration-N``."""
         ev = self.config.evaluation
         curve = self.learner.evaluate(ev.num_tasks, ev.steps, ev.seed)
         out = self.run_dir / "eval"
-        kept = []
-        if (out / "results.json").is_file():
-            tasks = curve.to_dict()["tasks"]  # as JSON holds them
-            kept = [c for c in read_results(out / "results.json")
-                    if c.method != curve.method and c.to_dict()["tasks"] == tasks
-                    and (c.flat or c.steps == curve.steps)]
-        write_results([curve, *kept], out)
+        try:
+            paths = write_results([curve], out, self.plot_title())
+        except ResultsMismatchError:
+            paths = write_results([curve], out / f"iteration-{self.iteration}",
+                                  self.plot_title())
+        self.evaluation_files = list(paths.values())
         print(format_table([curve]))
         return curve
 
@@ -233,10 +315,23 @@ def _progress(enabled: bool, start: int, total: int):
     return tqdm(total=total, initial=start, desc="meta-training", unit="it", dynamic_ncols=True)
 
 
+#: What the progress bar shows, and how it names it: returns and losses before/after the inner
+#: steps, never next to the TRPO surrogate values, which read alike and are not returns.
+PROGRESS_FIELDS = {
+    "return/pre_adaptation": "return before",
+    "return/post_adaptation": "return after",
+    "loss/pre_adaptation": "loss before",
+    "loss/post_adaptation": "loss after",
+    "kl": "KL",
+    "time/iteration_s": "s/it",
+}
+
+
 def _update_progress(bar, metrics: dict[str, float]) -> None:
     if bar is None:
         return
     bar.update(1)
     if bar.n % 10 == 0 or bar.n == bar.total:  # postfix formatting is slow at 1000s of it/s
-        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if np.isscalar(v)}
+        shown = {label: f"{metrics[key]:.4g}" for key, label in PROGRESS_FIELDS.items()
+                 if key in metrics and np.isscalar(metrics[key])}
         bar.set_postfix(shown, refresh=False)

@@ -175,6 +175,26 @@ def test_run_directory_and_evaluation_files(tmp_path):
     assert maml["steps"] == [0, 1, 2] and len(maml["tasks"]) == 20
     assert (tmp_path / "eval" / "adaptation.png").stat().st_size > 1000
     assert (tmp_path / "eval" / "results.csv").read_text().startswith("method,metric,steps")
+    assert b"\r" not in (tmp_path / "metrics.csv").read_bytes()  # plain LF line endings
+
+
+def test_progress_bar_names_returns_and_losses_not_surrogates():
+    import io
+
+    from tqdm import tqdm
+
+    from maml_rl.trainer import _update_progress
+
+    out = io.StringIO()
+    bar = tqdm(total=10, file=out, mininterval=0)
+    for _ in range(10):
+        _update_progress(bar, {"surrogate/before": -1e-10, "surrogate/after": -0.0094,
+                               "return/pre_adaptation": -256.7,
+                               "return/post_adaptation": -254.6, "kl": 0.0096})
+    bar.close()
+    text = out.getvalue()
+    assert "return before=-256.7" in text and "return after=-254.6" in text
+    assert "-1e-10" not in text and "-0.0094" not in text
 
 
 def test_evaluation_is_deterministic_for_a_seed(tmp_path):
@@ -197,12 +217,93 @@ def test_evaluate_script_on_a_run_directory(tmp_path, capsys):
 
     Trainer(_config("training.iterations=3", "evaluation.at_end=false"), tmp_path).train()
     assert evaluate_main([str(tmp_path), "--steps", "2", "--tasks", "12", "--seed", "5"]) == 0
-    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    # Other tasks than the run's own held-out set: a folder of their own under eval/.
+    out = tmp_path / "eval" / "12tasks-seed5"
+    results = json.loads((out / "results.json").read_text())
     assert results["maml"]["steps"] == [0, 1, 2] and len(results["maml"]["tasks"]) == 12
     first = results["maml"]["mean"]
     assert evaluate_main([str(tmp_path), "--steps", "2", "--tasks", "12", "--seed", "5"]) == 0
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["maml"]["mean"] == first
+    assert json.loads((out / "results.json").read_text())["maml"]["mean"] == first
     assert "mse on 12 held-out tasks" in capsys.readouterr().out
     assert evaluate_main([str(tmp_path / "nope")]) == 2
     assert evaluate_main([str(tmp_path), "--tasks", "0"]) == 2
     assert "--tasks: must be >= 1, got 0" in capsys.readouterr().err
+
+
+NAV_TINY = [
+    "sampling.meta_batch_size=3", "sampling.support_size=3", "sampling.query_size=3",
+    "sampling.horizon=20", "policy.hidden_sizes=[8, 8]", "logging.progress=false",
+    "logging.tensorboard=false", "evaluation.at_end=false", "device=cpu", "threads=1",
+]
+
+
+def test_double_ctrl_c_in_the_line_search_resumes_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    # The second Ctrl-C lands inside TRPO's line search of iteration 4, with a trial step in
+    # the parameters and every RNG already advanced by that iteration's sampling. The
+    # checkpoint must hold iteration 3's parameters with iteration 3's RNG states, so that
+    # 3 + resume to 6 equals 6 uninterrupted iterations, metric for metric.
+    from maml_rl import trpo
+
+    config = lambda n: load_config("configs/navigation_2d.yaml",  # noqa: E731
+                                   [*NAV_TINY, f"training.iterations={n}"])
+    Trainer(config(6), tmp_path / "full").train()
+    half = Trainer(config(6), tmp_path / "half")
+    real_search = trpo.backtracking_line_search
+    searches = {"n": 0}
+
+    def interrupted_search(params, full_step, loss_fn, kl_fn, *args, **kwargs):
+        searches["n"] += 1
+        if searches["n"] < 4:
+            return real_search(params, full_step, loss_fn, kl_fn, *args, **kwargs)
+
+        def second_ctrl_c():
+            raise KeyboardInterrupt
+
+        return real_search(params, full_step, loss_fn, second_ctrl_c, *args, **kwargs)
+
+    monkeypatch.setattr(trpo, "backtracking_line_search", interrupted_search)
+    result = half.train()
+    assert result.status == "interrupted" and result.iteration == 3
+    assert load_checkpoint(tmp_path / "half" / "checkpoint.pt")["iteration"] == 3
+    monkeypatch.setattr(trpo, "backtracking_line_search", real_search)
+    Trainer(config(6), tmp_path / "half", resume=True).train()
+    strip = lambda rows: [{k: v for k, v in r.items()  # noqa: E731
+                           if not k.startswith(("time/", "perf/"))} for r in rows]
+    assert strip(read_metrics(tmp_path / "half")) == strip(read_metrics(tmp_path / "full"))
+    for name, value in _params(tmp_path / "full").items():
+        torch.testing.assert_close(_params(tmp_path / "half")[name], value, rtol=0, atol=0)
+
+
+def test_ctrl_c_during_the_final_evaluation_keeps_the_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(_config("training.iterations=2"), tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.learner, "evaluate", interrupted)
+    result = trainer.train()
+    assert result.status == "interrupted"
+    assert "final evaluation" in result.message and "maml-evaluate" in result.message
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 2
+    assert not (tmp_path / "eval").exists()
+
+
+def test_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
+    run = tmp_path / "run"
+    Trainer(_config("training.iterations=2", "evaluation.at_end=false"), run).train()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds a run.*--resume.*--overwrite"):
+        Trainer(_config("training.iterations=3"), run)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    (run / "eval").mkdir()
+    (run / "eval" / "stale.json").write_text("{}")
+    Trainer(_config("training.iterations=1", "evaluation.at_end=false"), run,
+            overwrite=True).train()
+    assert not (run / "eval").exists()  # the old run is gone completely
+    assert [r["iteration"] for r in read_metrics(run)] == [1]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        Trainer(_config(), other, overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
