@@ -76,7 +76,7 @@ def default_run_dir(config: Config, name: str) -> Path:
 
 
 def _interrupted(what: str) -> int:
-    print(f"interrupted {what}; nothing was written", file=sys.stderr)
+    print(f"interrupted {what}", file=sys.stderr)
     return 130
 
 
@@ -274,7 +274,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return _interrupted("before the evaluation started")
+        return _interrupted("before the evaluation started; nothing was written")
     try:
         return _run_evaluation(ns, config, learner, tasks, iteration)
     except (ResultsMismatchError, NonFiniteError, EnvOutputError) as err:

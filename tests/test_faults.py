@@ -371,3 +371,82 @@ def test_a_bad_task_file_names_the_flag_and_the_file(nav_copy, tmp_path, cli_env
     proc = run_cli("evaluate.py", nav_copy, "--task-file", task_file, env=cli_env)
     assert_one_line_error(proc, f"--task-file: '{task_file}'", expected)
     assert_kept(before, nav_copy)
+
+
+# -- the run directory ------------------------------------------------------------------------
+
+
+def test_an_existing_run_is_never_overwritten_without_being_asked(nav_copy, cli_env):
+    before = snapshot(nav_copy)
+    proc = run_cli("train.py", "configs/navigation_2d.yaml", *TINY, "--run-dir", nav_copy,
+                   env=cli_env)
+    assert_one_line_error(proc, f"--run-dir: '{nav_copy}' already holds a run",
+                          f"--resume {nav_copy}", "--overwrite")
+    assert_kept(before, nav_copy)
+    assert snapshot(nav_copy).keys() == before.keys()
+
+
+def test_overwrite_replaces_the_old_run_completely(nav_copy, cli_env):
+    (nav_copy / "eval" / "stale.json").write_text("{}")
+    (nav_copy / "baselines").mkdir()
+    proc = run_cli("train.py", "configs/navigation_2d.yaml", *TINY, "training.iterations=1",
+                   "evaluation.at_end=false", "--run-dir", nav_copy, "--overwrite", env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in nav_copy.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "metrics.csv"]
+    assert load_checkpoint(nav_copy / "checkpoint.pt")["iteration"] == 1
+
+
+def test_overwrite_is_not_applied_when_the_new_config_is_wrong(nav_copy, cli_env):
+    before = snapshot(nav_copy)
+    proc = run_cli("train.py", "configs/navigation_2d.yaml", *TINY, "inner.lrr=0.1",
+                   "--run-dir", nav_copy, "--overwrite", env=cli_env)
+    assert_one_line_error(proc, "inner.lrr", "did you mean 'inner.lr'")
+    assert_kept(before, nav_copy)
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_a_run_dir_that_cannot_be_a_run_directory(tmp_path, cli_env, where):
+    if where == "file":
+        target = tmp_path / "notes.txt"
+        target.write_text("mine")
+        expected = "is a file, not a directory"
+    else:
+        target = Path("/proc/maml-rl-test")
+        expected = "cannot write to '/proc/maml-rl-test'"
+    proc = run_cli("train.py", "configs/navigation_2d.yaml", *TINY, "--run-dir", target,
+                   env=cli_env)
+    assert_one_line_error(proc, "--run-dir", expected)
+    if where == "file":
+        assert target.read_text() == "mine"
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_ends_with_one_line_status_130_and_a_loadable_checkpoint(tmp_path, cli_env,
+                                                                        signals):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "scripts/train.py", "configs/navigation_2d.yaml", *TINY,
+               "training.iterations=500", "--run-dir", str(run)]
+    proc = subprocess.Popen(command, cwd=REPO, env=cli_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "metrics.csv").is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few iterations in
+    for _ in range(signals):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted at iteration" in lines[0], err
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert 0 <= state["iteration"] < 500
+    assert f"--resume {run}" in lines[0]
