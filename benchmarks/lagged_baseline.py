@@ -1,4 +1,4 @@
-"""Experiment: rllab's lagged linear baseline on 2D navigation (README, "2D navigation").
+"""Experiment: rllab's lagged linear baseline on 2D navigation (docs/results/navigation_2d.md).
 
 rllab's sampler computes a batch's advantages with the linear feature baseline as fitted
 *before* that batch, then refits it; MAML's training loop shares one baseline over the

@@ -177,7 +177,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
                              "PPO, cached in RUN_DIR/baselines)")
     parser.add_argument("--baseline-steps", type=int,
                         help="PPO timesteps per trained baseline (default: per family, see "
-                             "README)")
+                             "docs/guide/evaluation.md)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: the run's threads setting)")
     return parser

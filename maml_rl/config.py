@@ -134,7 +134,7 @@ class MetaConfig:
     of every task. Measured in benchmarks/bench_trpo.py."""
     task_batching: Literal["auto", "vmap", "loop"] = "auto"
     """How tasks of a meta-batch are processed together: ``torch.func.vmap`` or a Python loop.
-    ``auto`` picks what measured fastest for the family and device (see README)."""
+    ``auto`` picks what measured fastest for the family and device (docs/results/speed.md)."""
 
 
 @dataclass
@@ -169,14 +169,14 @@ class IMAMLConfig:
     Newton step) with the direction from ``inner_cg_steps`` conjugate-gradient iterations of
     Hessian-vector products (Hessian-free, as the iMAML paper's solver). Newton steps follow
     the curvature, which iMAML's outer loop raises until fixed gradient steps overshoot
-    (README)."""
+    (docs/reference/algorithms.md)."""
     inner_cg_steps: int = field(default=5, metadata=_range(ge=1))
     """Conjugate-gradient iterations per ``newton_cg`` inner step."""
     backtracks: int = field(default=0, metadata=_range(ge=0))
     """Line search of each inner step: try ``inner.lr / 2^j`` for j = 0..backtracks (and no
     step) and keep what lowers the proximal objective most; 0: fixed steps of ``inner.lr``.
     Fixed gradient steps diverged on the sinusoid: iMAML's outer loop raises the curvature (the
-    exact proximal solution improves with it) until ``inner.lr`` is too large (README)."""
+    exact proximal solution improves with it) until ``inner.lr`` is too large (docs/reference/algorithms.md)."""
 
 
 @dataclass
@@ -262,7 +262,7 @@ class Config:
     """``maml`` (second order), ``fomaml`` (first order, same as ``inner.first_order: true``),
     ``reptile``, ``metasgd`` (learned per-parameter inner rates), ``anil`` (only the last layer
     adapts), ``imaml`` (proximal inner problem, implicit meta-gradient). RL families: maml,
-    fomaml, metasgd and anil. See README "Algorithms"."""
+    fomaml, metasgd and anil. See docs/reference/algorithms.md."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Task family."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -297,7 +297,7 @@ class Config:
         return step_sizes(self.inner.lr if lr is None else lr, steps)
 
     def task_batching(self, supervised: bool, device: str, evaluation: bool = False) -> str:
-        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (README "Speed";
+        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (docs/results/speed.md;
         benchmarks/bench_meta_iteration.py, bench_trpo.py, bench_omniglot.py): vmap for the
         small supervised networks and on GPU, a Python loop over tasks for RL policies on CPU.
         ``evaluation=True``: the batching of the held-out evaluation, where ``auto`` takes a loop

@@ -96,7 +96,7 @@ def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> Ta
         if not callable(getattr(unwrapped, method, None)):
             raise ValueError(
                 f"env.id: '{env_id}' is not a task family: its env has no {method}(); "
-                "see README 'Adding a task family'"
+                "see docs/guide/task_families.md"
             )
     spec = env.spec
     return TaskFamily(

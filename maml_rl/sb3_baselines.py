@@ -56,7 +56,7 @@ METHODS = ("pretrained", "random", "oracle")
 
 #: PPO timesteps per trained baseline when ``--baseline-steps`` is not given. Measured on a
 #: 2-core CPU with 8 envs x 256 steps per update and minibatches of 256: about 6k steps/s for
-#: HalfCheetah and more for 2D navigation (README, "Evaluating").
+#: HalfCheetah and more for 2D navigation (docs/guide/evaluation.md).
 DEFAULT_TIMESTEPS = {
     "maml/Navigation2D-v0": 300_000,
     "maml/HalfCheetahVel-v0": 1_000_000,
