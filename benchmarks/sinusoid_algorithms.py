@@ -35,7 +35,8 @@ SETTINGS: dict[str, list[str]] = {
     # Sec. 5); at evaluation it adapts with the same plain steps of inner.lr.
     "reptile": ["inner.steps=5"],
     # The proximal problem solved by one line-searched Newton-CG step (gradient steps diverged
-    # or stalled in every setting tried, docs/reference/algorithms.md); evaluation takes the same Newton steps.
+    # or stalled in every setting tried, docs/reference/algorithms.md); evaluation takes the
+    # same Newton steps.
     "imaml": ["imaml.solver=newton_cg", "inner.lr=1.0", "inner.steps=1", "imaml.lam=2",
               "imaml.inner_cg_steps=5", "imaml.backtracks=4", "imaml.cg_steps=5"],
 }

@@ -176,7 +176,8 @@ class IMAMLConfig:
     """Line search of each inner step: try ``inner.lr / 2^j`` for j = 0..backtracks (and no
     step) and keep what lowers the proximal objective most; 0: fixed steps of ``inner.lr``.
     Fixed gradient steps diverged on the sinusoid: iMAML's outer loop raises the curvature (the
-    exact proximal solution improves with it) until ``inner.lr`` is too large (docs/reference/algorithms.md)."""
+    exact proximal solution improves with it) until ``inner.lr`` is too large
+    (docs/reference/algorithms.md)."""
 
 
 @dataclass
@@ -297,9 +298,10 @@ class Config:
         return step_sizes(self.inner.lr if lr is None else lr, steps)
 
     def task_batching(self, supervised: bool, device: str, evaluation: bool = False) -> str:
-        """``meta.task_batching`` with ``auto`` resolved by what measured fastest (docs/results/speed.md;
-        benchmarks/bench_meta_iteration.py, bench_trpo.py, bench_omniglot.py): vmap for the
-        small supervised networks and on GPU, a Python loop over tasks for RL policies on CPU.
+        """``meta.task_batching`` with ``auto`` resolved by what measured fastest
+        (docs/results/speed.md; benchmarks/bench_meta_iteration.py, bench_trpo.py,
+        bench_omniglot.py): vmap for the small supervised networks and on GPU, a Python loop
+        over tasks for RL policies on CPU.
         ``evaluation=True``: the batching of the held-out evaluation, where ``auto`` takes a loop
         for the conv net on CPU (600 5-way tasks with 75 query images: 3.3x faster than vmap,
         whose activations of a whole chunk of tasks are hundreds of MB)."""
