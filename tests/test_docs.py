@@ -84,3 +84,12 @@ def test_nothing_points_outside_the_repository(path: Path) -> None:
             f"{path.relative_to(ROOT)} mentions '{outside}', which is not part of this "
             "repository; cite the paper or a file in the repository instead"
         )
+
+
+def test_results_tables_are_generated_from_the_shipped_runs() -> None:
+    from maml_rl import results_tables
+
+    assert results_tables.main(["--check"]) == 0, (
+        "a results table differs from what pretrained/ gives; regenerate with: "
+        "python -m maml_rl.results_tables"
+    )

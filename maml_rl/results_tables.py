@@ -1,0 +1,215 @@
+"""The docs' results tables, generated from the shipped runs in ``pretrained/``.
+
+No number of ours in a results page is copied by hand: each table sits between markers
+
+    <!-- results: NAME [EVAL_FOLDER] -->
+    ...generated...
+    <!-- /results -->
+
+and is rebuilt from ``pretrained/NAME/`` (``config.yaml``, ``metrics.csv``, and
+``EVAL_FOLDER/results.json``, default ``eval``): the exact training command (the config's
+overrides recovered by comparing the run's resolved config with ``configs/NAME.yaml``), the
+meta-iterations and their summed wall time, then ours after 0..K steps with 95% CIs beside the
+MAML paper's numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid).
+It also draws ``pretrained/NAME/training.png``, the training curve.
+
+    python -m maml_rl.results_tables           # rewrite every block, redraw the curves
+    python -m maml_rl.results_tables --check   # exit 1 when a block is stale (tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from maml_rl.config import Config, load_config
+from maml_rl.evaluation import read_results
+from maml_rl.logger import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "results"
+BLOCK = re.compile(r"<!-- results: (\S+)(?: (\S+))? -->\n.*?<!-- /results -->", re.S)
+
+#: The MAML paper's numbers per config and method, by number of inner steps (Fig. 5 for RL,
+#: average return over 40 test tasks; Sec. 5.1 for the sinusoid, MSE with K = 5).
+PAPER: dict[str, dict[str, dict[int, float]]] = {
+    "navigation_2d": {
+        "MAML": {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23},
+        "pretrained": {0: -40.81, 1: -19.73, 2: -11.72, 3: -8.47},
+        "random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81},
+        "oracle": {0: -2.29},
+    },
+    "halfcheetah_vel": {
+        "MAML": {0: -129.53, 1: -78.57, 2: -66.62, 3: -60.78},
+        "pretrained": {0: -158.0, 1: -135.39, 2: -128.47, 3: -133.61},
+        "random init": {0: -254.83, 1: -254.33, 2: -246.79, 3: -230.83},
+        "oracle": {0: -54.47},
+    },
+    "halfcheetah_dir": {
+        "MAML": {0: -50.69, 1: 293.19, 2: 313.48, 3: 315.65},
+        "pretrained": {0: -43.03, 1: -24.75, 2: -12.85, 3: 19.57},
+        "random init": {0: -35.73, 1: 21.83, 2: 62.32, 3: 86.18},
+        "oracle": {0: 442.69},
+    },
+    "ant_vel": {
+        "MAML": {0: 30.58, 1: 96.74, 2: 100.06, 3: 101.41},
+        "pretrained": {0: -1.83, 1: 6.11, 2: 8.47, 3: 9.47},
+        "random init": {0: -78.64, 1: -62.81, 2: -48.55, 3: -35.56},
+        "oracle": {0: 107.89},
+    },
+    "ant_dir": {
+        "MAML": {0: 8.66, 1: 499.15, 2: 500.68, 3: 499.11},
+        "pretrained": {0: 3.16, 1: 1.27, 2: 6.51, 3: 6.86},
+        "random init": {0: 3.11, 1: 9.25, 2: 15.96, 3: 26.11},
+        "oracle": {0: 524.8},
+    },
+    "sinusoid": {
+        "MAML": {1: 0.67, 5: 0.38, 10: 0.35},
+        "pretrained": {1: 2.41, 5: 2.23, 10: 2.19},
+    },
+}
+
+#: Keys that never change a result, left out of the reproducing command.
+_NEUTRAL = ("logging.progress", "logging.tensorboard", "logging.run_root")
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "kwargs":
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def training_command(name: str, config: Config) -> str:
+    """The command that trains ``pretrained/NAME`` from ``configs/NAME.yaml``."""
+    shipped = _flat(load_config(ROOT / "configs" / f"{name}.yaml").to_dict())
+    ours = _flat(config.to_dict())
+    overrides = [f"{k}={_yaml(v)}" for k, v in ours.items()
+                 if shipped.get(k) != v and k not in _NEUTRAL]
+    return " ".join(["maml-train", f"configs/{name}.yaml", *overrides,
+                     "--run-dir", f"pretrained/{name}"])
+
+
+def _yaml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_yaml(v) for v in value) + "]"
+    return str(value)
+
+
+def _cell(mean: float, ci: float | None, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "diverges"
+    if ci is None or not math.isfinite(ci):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def render_block(name: str, folder: str | None = None) -> str:
+    """The markdown of one block (without its markers)."""
+    run = ROOT / "pretrained" / name
+    config = load_config(run / "config.yaml")
+    rows = read_metrics(run)
+    curves = read_results(run / (folder or "eval") / "results.json")
+    steps = sorted({k for c in curves for k in c.steps} | set().union(
+        *(set(v) for v in PAPER.get(name, {}).values())))
+    digits = 3 if curves[0].metric == "mse" else 1
+    seconds = sum(float(r.get("time/iteration_s") or 0.0) for r in rows)
+    lines = [
+        f"Trained with `{training_command(name, config)}`: {len(rows)} meta-iterations, "
+        f"{seconds / 60:.0f} min of meta-training (the sum of `time/iteration_s` in "
+        f"[`metrics.csv`](../../pretrained/{name}/metrics.csv)). "
+        f"{curves[0].metric.capitalize()} on {curves[0].per_task.shape[0]} held-out tasks, "
+        f"from [`pretrained/{name}/{folder or 'eval'}/results.json`]"
+        f"(../../pretrained/{name}/{folder or 'eval'}/results.json):",
+        "",
+        "| method | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in steps) + " |",
+        "|---|" + "---|" * len(steps),
+    ]
+    for c in curves:
+        by_step = dict(zip(c.steps, zip(c.mean, c.ci95, strict=True), strict=True))
+        cells = [_cell(*by_step[k], digits) if k in by_step else "" for k in steps]
+        lines.append(f"| ours: {c.method} | " + " | ".join(cells) + " |")
+    for method, values in PAPER.get(name, {}).items():
+        cells = [f"{values[k]:g}" if k in values else "" for k in steps]
+        lines.append(f"| paper: {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_training(name: str) -> Path:
+    """``pretrained/NAME/training.png``: pre- and post-adaptation return (or loss) per
+    meta-iteration, with a 10-iteration running mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    run = ROOT / "pretrained" / name
+    rows = read_metrics(run)
+    kind = "return" if "return/post_adaptation" in rows[0] else "loss"
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    iterations = np.array([r["iteration"] for r in rows])
+    for when in ("pre", "post"):
+        values = np.array([r[f"{kind}/{when}_adaptation"] for r in rows], dtype=float)
+        (line,) = ax.plot(iterations, values, alpha=0.25)
+        width = min(10, len(values))
+        smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+        ax.plot(iterations[width - 1:], smooth, color=line.get_color(),
+                label=f"{when}-adaptation (running mean of {width})")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel(f"training {kind}")
+    config = load_config(run / "config.yaml")
+    ax.set_title(f"{config.env.id}, pretrained/{name}", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = run / "training.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _render_page(text: str) -> str:
+    return BLOCK.sub(lambda m: (f"<!-- results: {m.group(1)}"
+                                f"{' ' + m.group(2) if m.group(2) else ''} -->\n"
+                                f"{render_block(m.group(1), m.group(2))}\n<!-- /results -->"),
+                     text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maml_rl.results_tables",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a generated block is stale; write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text()
+        new = _render_page(text)
+        if new != text:
+            stale.append(page)
+            if not args.check:
+                page.write_text(new)
+        if not args.check:
+            for match in BLOCK.finditer(text):
+                plot_training(match.group(1))
+    if args.check and stale:
+        names = ", ".join(str(p.relative_to(ROOT)) for p in stale)
+        print(f"stale results tables in {names}; regenerate with: python -m "
+              "maml_rl.results_tables", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
