@@ -130,9 +130,10 @@ def train_main(argv: list[str] | None = None) -> int:
         prefix = "error: " if result.status == "non-finite" else ""
         print(prefix + result.message, file=sys.stderr)
     if result.status == "completed":
-        written = [trainer.checkpoint_path, args.run_dir / "metrics.csv",
-                   *result.evaluation_files]
-        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+        # On stdout, after the evaluation table: where the run and its results are.
+        print(f"run directory: {args.run_dir}")
+        for path in result.evaluation_files:
+            print(f"  {path}")
     return {"completed": 0, "interrupted": 130}.get(result.status, 2)
 
 

@@ -51,6 +51,11 @@ def test_the_documented_commands_run_verbatim_in_a_folder_outside_the_repo(tmp_p
         assert "Traceback" not in proc.stdout + proc.stderr, line
         outputs.append(proc.stdout)
     assert "ok   my/Point1D-v0" in outputs[0]
+    # Training ends by saying where the run and its evaluation files are.
+    tail = outputs[1].splitlines()[-4:]
+    assert tail[0] == "run directory: runs/my_point"
+    assert [Path(line.strip()).name for line in tail[1:]] == [
+        "results.json", "results.csv", "adaptation.png"]
     run = tmp_path / "runs" / "my_point"
     rows = read_metrics(run)
     assert len(rows) == 10
