@@ -25,6 +25,12 @@ from envs.tasks import task_to_json
 from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, task_slice
 from maml_rl.sampling import SupervisedSampler, split_shots
 
+#: Metrics that are scores (higher is better); every other metric is a loss.
+HIGHER_IS_BETTER = frozenset({"return", "accuracy"})
+#: A task diverges at step k when its loss there exceeds this many times its best loss at an
+#: earlier step (or is non-finite): :attr:`AdaptationCurve.diverged`.
+DIVERGENCE_FACTOR = 3.0
+
 
 @dataclass
 class AdaptationCurve:
@@ -53,6 +59,38 @@ class AdaptationCurve:
             return [float("nan")] * len(self.steps)
         return (1.96 * self.per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
 
+    @property
+    def lower_is_better(self) -> bool:
+        """Whether the metric is a loss (``mse``, ``loss``...) rather than a score (``return``,
+        ``accuracy``)."""
+        return self.metric not in HIGHER_IS_BETTER
+
+    @property
+    def median(self) -> list[float]:
+        """Median over tasks per step. A non-finite value (a task whose adaptation overflowed)
+        counts as the worst possible one, so that a few diverging tasks cannot hide in a NaN
+        median, nor move it more than a few ordinary tasks would."""
+        worst = np.inf if self.lower_is_better else -np.inf
+        values = np.where(np.isfinite(self.per_task), self.per_task, worst)
+        return np.median(values, axis=0).tolist()
+
+    @property
+    def diverged(self) -> list[int]:
+        """Number of tasks diverging at each step: the value is non-finite or, for a loss, more
+        than :data:`DIVERGENCE_FACTOR` times the task's best value at an earlier step. The mean
+        alone hides both cases: a handful of tasks with a huge loss (or inf) dominate it while
+        the others improve, and the CI then only says that the mean is uncertain."""
+        values = self.per_task
+        count = (~np.isfinite(values)).sum(axis=0)
+        if self.lower_is_better and values.shape[1] > 1:
+            # NaN (from inf - inf, inf * 0 in an overflowing step) compares False: the
+            # non-finite count above already has it.
+            with np.errstate(invalid="ignore"):
+                best = np.fmin.accumulate(values, axis=1)[:, :-1]
+                worse = values[:, 1:] > DIVERGENCE_FACTOR * best
+            count[1:] += (worse & np.isfinite(values[:, 1:])).sum(axis=0)
+        return [int(c) for c in count]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
@@ -62,6 +100,8 @@ class AdaptationCurve:
             "tasks": [task_to_json(t) for t in self.tasks],
             "per_task": self.per_task.tolist(),
             "flat": self.flat,
+            "median": self.median,
+            "diverged": self.diverged,
         }
 
     @classmethod
@@ -156,16 +196,26 @@ def evaluate_supervised(
 
 
 def format_table(curves: Sequence[AdaptationCurve]) -> str:
-    """A plain-text table: one row per method, mean +- CI per number of steps (a flat method
-    fills only the 0-step column)."""
+    """A plain-text table: per method a row of mean +- CI per number of steps, then a row of
+    medians and one of diverging tasks (:attr:`AdaptationCurve.diverged`); a flat method fills
+    only the 0-step column."""
     steps = max((c.steps for c in curves), key=len)
     head = f"{'method':<14}" + "".join(f"{f'{k} steps':>20}" for k in steps)
     lines = [f"{curves[0].metric} on {curves[0].per_task.shape[0]} held-out tasks", head]
     for c in curves:
-        cells = "".join(f"{f'{m:.3f} ± {h:.3f}':>20}" for m, h in zip(c.mean, c.ci95, strict=True))
+        cells = "".join(f"{f'{_num(m)} ± {_num(h)}':>20}"
+                        for m, h in zip(c.mean, c.ci95, strict=True))
         note = "   (not adapted)" if c.flat else ""
         lines.append(f"{c.method:<14}{cells}{note}")
+        lines.append(f"{'  median':<14}" + "".join(f"{_num(m):>20}" for m in c.median))
+        lines.append(f"{'  diverged':<14}" + "".join(f"{d:>20d}" for d in c.diverged))
     return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    """Three decimals, or three digits with an exponent for a value too large to fit the
+    table's column (a diverging task's loss reaches 1e19 before it overflows)."""
+    return f"{value:.3f}" if abs(value) < 1e5 or not math.isfinite(value) else f"{value:.2e}"
 
 
 class ResultsMismatchError(ValueError):
@@ -202,9 +252,10 @@ def merge_curves(
 def write_results(
     curves: Sequence[AdaptationCurve], out_dir: str | Path, title: str = "", merge: bool = True
 ) -> dict[str, Path]:
-    """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat}}``),
-    ``results.csv`` (a row per method and step; ``flat`` is 1 for a method evaluated without
-    adaptation, the oracle) and the ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
+    """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat,
+    median, diverged}}``), ``results.csv`` (a row per method and step; ``flat`` is 1 for a
+    method evaluated without adaptation, the oracle; ``median`` and ``diverged`` as in
+    :class:`AdaptationCurve`) and the ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
 
     With ``merge`` the curves already there are kept (:func:`merge_curves`). Each file is
     written to a temporary name and renamed, so an interruption leaves the old file whole."""
@@ -217,10 +268,11 @@ def write_results(
         "csv": out / "results.csv",
         "png": out / "adaptation.png",
     }
-    rows = [["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat"]]
+    rows = [["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat", "median",
+             "diverged"]]
     for c in curves:
-        for k, m, h in zip(c.steps, c.mean, c.ci95, strict=True):
-            rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat)])
+        for k, m, h, med, d in zip(c.steps, c.mean, c.ci95, c.median, c.diverged, strict=True):
+            rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat), med, d])
     with _atomic(paths["json"]) as tmp:
         tmp.write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
     with _atomic(paths["csv"]) as tmp, tmp.open("w", newline="") as f:

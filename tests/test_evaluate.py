@@ -18,7 +18,7 @@ from envs.tasks import GoalPositionTask
 from envs.wrappers import TaskObservationVectorEnv, TaskSamplingWrapper, task_features
 from maml_rl.cli import evaluate_main
 from maml_rl.config import ConfigError, load_config
-from maml_rl.evaluation import AdaptationCurve, read_results, write_results
+from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
 from maml_rl.family import load_family
 from maml_rl.logger import MetricsLogger, read_metrics
 from maml_rl.policies import NONLINEARITIES, GaussianMLPPolicy
@@ -33,7 +33,7 @@ NAV = [*QUIET, "sampling.meta_batch_size=2", "sampling.support_size=3", "samplin
 SINE = [*QUIET, "sampling.meta_batch_size=4", "policy.hidden_sizes=[8]",
         "evaluation.num_tasks=10", "evaluation.steps=2", "evaluation.query_size=10",
         "evaluation.at_end=false", "training.iterations=3"]
-KEYS = {"metric", "steps", "mean", "ci95", "tasks", "per_task", "flat"}
+KEYS = {"metric", "steps", "mean", "ci95", "tasks", "per_task", "flat", "median", "diverged"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     csv_bytes = (folder / "results.csv").read_bytes()
     assert b"\r" not in csv_bytes
     csv_text = csv_bytes.decode().splitlines()
-    assert csv_text[0] == "method,metric,steps,mean,ci95,num_tasks,flat"
+    assert csv_text[0] == "method,metric,steps,mean,ci95,num_tasks,flat,median,diverged"
     assert len(csv_text) == 1 + 3
     assert (folder / "adaptation.png").stat().st_size > 1000
     assert (folder / "videos" / "trajectories.png").stat().st_size > 5000
@@ -350,3 +350,26 @@ def test_end_of_training_evaluation_keeps_baselines_on_the_same_tasks(tmp_path):
     assert (tmp_path / "eval" / "results.json").read_bytes() == before
     assert list(_results(tmp_path, "iteration-0")) == ["maml"]
     trainer.learner.close()
+
+
+def test_curve_reports_median_and_diverging_tasks(tmp_path):
+    # Task 0 improves then blows up (4x its best, then inf, then NaN); task 1 improves; task 2
+    # holds. The mean is inf/NaN from step 4 on, the median and the count say what happened.
+    per_task = np.array([[3.0, 1.0, 0.5, 2.0, np.inf, np.nan],
+                         [2.0, 0.5, 0.4, 0.3, 0.3, 0.2],
+                         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    curve = AdaptationCurve("maml", "mse", list(range(6)), per_task)
+    assert curve.median == [2.0, 1.0, 0.5, 1.0, 1.0, 1.0]  # inf and NaN count as the worst
+    assert curve.diverged == [0, 0, 0, 1, 1, 1]  # 2.0 > 3 x 0.5, then non-finite
+    write_results([curve], tmp_path)
+    (maml,) = json.loads((tmp_path / "results.json").read_text()).values()
+    assert maml["median"] == curve.median and maml["diverged"] == curve.diverged
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].endswith(",median,diverged") and rows[4].endswith(",1.0,1")
+    table = format_table([curve]).splitlines()
+    assert table[3].split() == ["median", "2.000", "1.000", "0.500", "1.000", "1.000", "1.000"]
+    assert table[4].split() == ["diverged", "0", "0", "0", "1", "1", "1"]
+    # A score (return, accuracy) only diverges by turning non-finite; its NaN is the lowest.
+    returns = AdaptationCurve("maml", "return", [0, 1, 2],
+                              np.array([[-30.0, -5.0, -20.0], [-40.0, -10.0, np.nan]]))
+    assert returns.diverged == [0, 0, 1] and returns.median[:2] == [-35.0, -7.5]
