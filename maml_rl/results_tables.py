@@ -9,9 +9,10 @@ No number of ours in a results page is copied by hand: each table sits between m
 and is rebuilt from ``pretrained/NAME/`` (``config.yaml``, ``metrics.csv``, and
 ``EVAL_FOLDER/results.json``, default ``eval``): the exact training command (the config's
 overrides recovered by comparing the run's resolved config with ``configs/NAME.yaml``), the
-meta-iterations and their summed wall time, then ours after 0..K steps with 95% CIs beside the
-MAML paper's numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid).
-It also draws ``pretrained/NAME/training.png``, the training curve.
+meta-iterations and their summed wall time, then ours after 0..K steps with 95% CIs (for a
+loss also the median and the number of diverging tasks per step) beside the MAML paper's
+numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid). It also
+draws ``pretrained/NAME/training.png``, the training curve.
 
     python -m maml_rl.results_tables           # rewrite every block, redraw the curves
     python -m maml_rl.results_tables --check   # exit 1 when a block is stale (tests run this)
@@ -139,6 +140,15 @@ def render_block(name: str, folder: str | None = None) -> str:
         by_step = dict(zip(c.steps, zip(c.mean, c.ci95, strict=True), strict=True))
         cells = [_cell(*by_step[k], digits) if k in by_step else "" for k in steps]
         lines.append(f"| ours: {c.method} | " + " | ".join(cells) + " |")
+        if c.lower_is_better and not c.flat:
+            # A mean over many tasks hides a few diverging ones until they overflow (issue 16):
+            # the median and the count of diverging tasks say whether every task improves.
+            median = dict(zip(c.steps, c.median, strict=True))
+            diverged = dict(zip(c.steps, c.diverged, strict=True))
+            lines.append(f"| ours: {c.method}, median | " + " | ".join(
+                _cell(median[k], None, digits) if k in median else "" for k in steps) + " |")
+            lines.append(f"| ours: {c.method}, diverging tasks | " + " | ".join(
+                str(diverged[k]) if k in diverged else "" for k in steps) + " |")
     for method, values in PAPER.get(name, {}).items():
         cells = [f"{values[k]:g}" if k in values else "" for k in steps]
         lines.append(f"| paper: {method} | " + " | ".join(cells) + " |")
