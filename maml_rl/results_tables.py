@@ -78,6 +78,9 @@ PAPER: dict[str, dict[str, dict[int, float]]] = {
 _NEUTRAL = ("logging.progress", "logging.tensorboard", "logging.run_root")
 
 
+_METRIC_NAMES = {"mse": "MSE", "return": "Return", "accuracy": "Accuracy"}
+
+
 def _flat(data: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for key, value in data.items():
@@ -129,7 +132,8 @@ def render_block(name: str, folder: str | None = None) -> str:
         f"Trained with `{training_command(name, config)}`: {len(rows)} meta-iterations, "
         f"{seconds / 60:.0f} min of meta-training (the sum of `time/iteration_s` in "
         f"[`metrics.csv`](../../pretrained/{name}/metrics.csv)). "
-        f"{curves[0].metric.capitalize()} on {curves[0].per_task.shape[0]} held-out tasks, "
+        f"{_METRIC_NAMES.get(curves[0].metric, curves[0].metric.capitalize())} on "
+        f"{curves[0].per_task.shape[0]} held-out tasks, "
         f"from [`pretrained/{name}/{folder or 'eval'}/results.json`]"
         f"(../../pretrained/{name}/{folder or 'eval'}/results.json):",
         "",
