@@ -21,7 +21,7 @@ from torch.func import functional_call
 import envs  # noqa: F401
 from maml_rl.config import load_config
 from maml_rl.family import load_family
-from maml_rl.supervised import SupervisedMetaLearner
+from maml_rl.learners.supervised import SupervisedMetaLearner
 
 
 def newcomer_iteration(model, optimizer, env, tasks, k, q, alpha):

@@ -18,8 +18,8 @@ import torch
 
 from maml_rl.config import load_config
 from maml_rl.family import load_family
+from maml_rl.learners.supervised import SupervisedMetaLearner
 from maml_rl.seeding import seed_everything
-from maml_rl.supervised import SupervisedMetaLearner
 
 VARIANTS = {
     "config": [],

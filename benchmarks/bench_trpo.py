@@ -1,7 +1,8 @@
 """Seconds of the MAML-TRPO meta-step, and how far cheaper curvature estimates move the step.
 
 Variants: the KL-Hessian products by double differentiation (``hessian``) or as Fisher-vector
-products through the adaptation (``fisher``, maml_rl/curvature.py, equal at the current point);
+products through the adaptation (``fisher``, maml_rl/meta_updates/curvature.py, equal at
+the current point);
 the fraction of tasks in the products; task batching for the meta-gradient.
 
 On one sampled meta-batch of a config, times ``RLMetaLearner._meta_step`` (meta-gradient,
@@ -25,7 +26,7 @@ import torch
 import envs  # noqa: F401
 from maml_rl.config import load_config
 from maml_rl.family import load_family
-from maml_rl.reinforcement import RLMetaLearner
+from maml_rl.learners.reinforcement import RLMetaLearner
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:

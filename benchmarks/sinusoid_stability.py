@@ -36,7 +36,7 @@ from maml_rl.checkpoint import restore  # noqa: E402
 from maml_rl.config import load_config  # noqa: E402
 from maml_rl.evaluation import AdaptationCurve, format_table  # noqa: E402
 from maml_rl.family import load_family  # noqa: E402
-from maml_rl.supervised import SupervisedMetaLearner  # noqa: E402
+from maml_rl.learners.supervised import SupervisedMetaLearner  # noqa: E402
 from maml_rl.trainer import Trainer, build_learner  # noqa: E402
 
 #: Held-out task sets: the config's own (evaluation.seed) and the one of issue 16.

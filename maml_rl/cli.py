@@ -101,7 +101,7 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         from envs.vector import EnvOutputError
         from maml_rl.checkpoint import CheckpointWriteError
-        from maml_rl.meta_optimizers import NonFiniteError
+        from maml_rl.meta_updates.base import NonFiniteError
         from maml_rl.trainer import Trainer
 
         args = parse_train_args(argv)
@@ -236,7 +236,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     from envs.vector import EnvOutputError
     from maml_rl.checkpoint import restore
     from maml_rl.family import load_family
-    from maml_rl.meta_optimizers import NonFiniteError
+    from maml_rl.meta_updates.base import NonFiniteError
     from maml_rl.seeding import seed_everything
     from maml_rl.trainer import build_learner
 
@@ -314,7 +314,7 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     fixed = {} if tasks is None else {"tasks": tasks}  # RL learners only (checked above)
     curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
     if ns.baselines:
-        from maml_rl.sb3_baselines import evaluate_baselines
+        from maml_rl.comparison import evaluate_baselines
 
         log = lambda text: print(text, file=sys.stderr)  # noqa: E731
         curves += evaluate_baselines(learner, num_tasks, steps, seed, ns.run_dir / "baselines",

@@ -90,11 +90,19 @@ class InnerConfig:
     distribution, and an importance weight once theta has moved from the sampling policy."""
 
 
+#: The values of ``algorithm`` (:mod:`maml_rl.algorithms` has one module per algorithm;
+#: ``maml_rl.algorithms.register_algorithm`` adds to this list).
+ALGORITHM_NAMES: list[str] = ["maml", "fomaml", "reptile", "metasgd", "anil", "imaml"]
+#: The values of ``meta.optimizer`` (:mod:`maml_rl.meta_updates`;
+#: ``maml_rl.meta_updates.register_meta_update`` adds to this list).
+META_UPDATE_NAMES: list[str] = ["adam", "sgd", "trpo", "ppo"]
+
+
 @dataclass
 class MetaConfig:
     """The meta-update (outer loop)."""
 
-    optimizer: Literal["adam", "sgd", "trpo", "ppo"] = "adam"
+    optimizer: str = field(default="adam", metadata={"choices": META_UPDATE_NAMES})
     """``adam`` / ``sgd``: plain gradient on the post-adaptation loss; ``trpo``: TRPO step;
     ``ppo``: ProMP's clipped surrogate, ``ppo_epochs`` Adam steps per iteration (RL only)."""
     lr: float = field(default=1e-3, metadata=_range(gt=0))
@@ -125,8 +133,8 @@ class MetaConfig:
     on the support episodes (ProMP's inner trust region, fixed coefficient)."""
     curvature: Literal["fisher", "hessian"] = "fisher"
     """How TRPO's KL-Hessian products are computed: ``fisher`` as ``J^T F J`` through the
-    adaptation (maml_rl/curvature.py; equal to the Hessian at the current parameters, and
-    cheaper: no third derivatives of the inner loss) or ``hessian`` by differentiating the KL's
+    adaptation (maml_rl/meta_updates/curvature.py; equal to the Hessian at the current parameters,
+    and cheaper: no third derivatives of the inner loss) or ``hessian`` by differentiating the KL's
     gradient again (the reference; benchmarks/bench_trpo.py compares them)."""
     hvp_task_fraction: float = field(default=1.0, metadata=_range(gt=0, le=1))
     """Fraction of the meta-batch's tasks whose KL gives the TRPO Hessian-vector products
@@ -251,15 +259,13 @@ class LoggingConfig:
     """Show a progress bar."""
 
 
-#: The meta-learning algorithms (:mod:`maml_rl.algorithms` has one module per algorithm).
-Algorithm = Literal["maml", "fomaml", "reptile", "metasgd", "anil", "imaml"]
 
 
 @dataclass
 class Config:
     """A whole experiment."""
 
-    algorithm: Algorithm = "maml"
+    algorithm: str = field(default="maml", metadata={"choices": ALGORITHM_NAMES})
     """``maml`` (second order), ``fomaml`` (first order, same as ``inner.first_order: true``),
     ``reptile``, ``metasgd`` (learned per-parameter inner rates), ``anil`` (only the last layer
     adapts), ``imaml`` (proximal inner problem, implicit meta-gradient). RL families: maml,
@@ -477,6 +483,9 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
         except TypeError:
             raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}") from None
         _check_bounds(key, coerced, fields[name].metadata.get("bounds", {}))
+        choices = fields[name].metadata.get("choices")
+        if choices is not None and coerced not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
         if key in _POSITIVE:
             _check_bounds(key, coerced, {"gt": 0})
         kwargs[name] = coerced
@@ -606,7 +615,28 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for text in overrides:
         key_path, value = parse_override(text)
         _set_path(data, key_path, value)
+    _import_registrations(data, Path(path).parent if path is not None else None)
     return config_from_dict(data)
+
+
+def _import_registrations(data: Any, config_dir: Path | None) -> None:
+    """Import ``env.module`` first when the config names an algorithm or a meta-update that is
+    not registered yet: a user's module may register them (``register_algorithm``,
+    ``register_meta_update``) beside its task family."""
+    if not isinstance(data, dict) or not isinstance(data.get("env"), dict):
+        return
+    module = data["env"].get("module")
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    unknown = (data.get("algorithm", "maml") not in ALGORITHM_NAMES
+               or meta.get("optimizer", "adam") not in META_UPDATE_NAMES)
+    if isinstance(module, str) and module and unknown:
+        # Lazy: envs sits above this module; only a user's own names need it.
+        from envs.registration import import_family_module
+
+        try:
+            import_family_module(module, [config_dir] if config_dir is not None else [])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

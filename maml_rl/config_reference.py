@@ -108,8 +108,10 @@ def _table(cls: type, prefix: str, docs: dict[str, str], names: list[str]) -> li
     rows = ["| key | type | default | description |", "|---|---|---|---|"]
     for name in names:
         value = default_text(_default(fields[name]))
+        choices = fields[name].metadata.get("choices")
+        kind = " \\| ".join(choices) if choices is not None else type_text(hints[name])
         rows.append(
-            f"| `{prefix}{name}` | {type_text(hints[name])} | `{value}` "
+            f"| `{prefix}{name}` | {kind} | `{value}` "
             f"| {_markdown(docs.get(name, ''))} |"
         )
     return rows

@@ -154,7 +154,7 @@ def evaluate_supervised(
     """Adapt to each task on ``support_size`` shots with ``len(step_sizes)`` steps (the same
     support set at each step, as in the paper) and measure ``metric_fn`` (default: the loss) on
     ``query_size`` fresh shots after 0..K steps. ``step_fn`` is the algorithm's inner step
-    (:meth:`maml_rl.algorithms.SupervisedAlgorithm.inner_step`, the one training adapts with);
+    (:meth:`maml_rl.algorithms.Algorithm.inner_step`, the one training adapts with);
     None is MAML's plain gradient step. ``query_batch`` > 0 measures the metric on consecutive
     query batches of that size and averages them (``EvaluationConfig.query_batch``)."""
     metric_fn = batched_metric(metric_fn or loss_fn, query_batch)

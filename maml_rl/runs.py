@@ -7,9 +7,9 @@
     action = policy.act(observation)                       # the adapted policy's mean action
 
 Adaptation is the same inner loop as training and evaluation use
-(:meth:`maml_rl.reinforcement.RLMetaLearner.adaptation_rollouts`): ``steps`` policy-gradient
-steps of the run's algorithm, each on freshly sampled episodes of the task (MAML paper, Eq. 1
-with the REINFORCE inner loss of Sec. 3.2), step sizes from ``evaluation.lr`` (default
+(:meth:`maml_rl.learners.reinforcement.RLMetaLearner.adaptation_rollouts`): ``steps``
+policy-gradient steps of the run's algorithm, each on freshly sampled episodes of the task (MAML
+paper, Eq. 1 with the REINFORCE inner loss of Sec. 3.2), step sizes from ``evaluation.lr`` (default
 ``inner.lr``).
 """
 

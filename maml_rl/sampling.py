@@ -1,5 +1,9 @@
 """Drawing data for a meta-batch of tasks from a batched (vector) task env.
 
+RL learners see episodes through the :class:`Sampler` protocol and build their samplers with a
+:data:`SamplerFactory` (default :func:`make_episode_sampler`, the local batched-env
+:class:`EpisodeSampler`): the seam where a multi-process or multi-machine sampler plugs in.
+
 The supervised families are one-step environments: ``reset`` gives the inputs, ``step`` gives
 ``info["target"]``. :class:`SupervisedSampler` steps ``M x S`` sub-envs at once, sub-env ``(i, s)``
 holding task i, and returns tensors with a leading task dimension ``[M, S, ...]``. A family whose
@@ -12,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -23,8 +27,40 @@ from envs.generic import family_metadata, make_task_vector_env
 from envs.vector import EnvOutputError
 from maml_rl.adaptation import forward
 from maml_rl.episodes import Episodes
-from maml_rl.meta_optimizers import NonFiniteError
+from maml_rl.meta_updates.base import NonFiniteError
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
+
+
+class Sampler(Protocol):
+    """What an RL learner needs of a sampler of episodes for a fixed number of tasks."""
+
+    #: Environment steps sampled so far (for the throughput metric).
+    steps_sampled: int
+
+    def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params: Any,
+               per_task: bool) -> Episodes:
+        """Episodes ``[M, N, T, ...]`` of ``policy`` with ``params`` on ``tasks`` (``params``
+        stacked per task when ``per_task``), without any autograd graph."""
+        ...
+
+    def rng_state(self) -> Any: ...
+    def set_rng_state(self, state: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+#: ``factory(env_id, env_kwargs, num_tasks, episodes_per_task, horizon, seed, device,
+#: env_wrapper) -> Sampler``.
+SamplerFactory = Callable[..., Sampler]
+
+
+def make_episode_sampler(
+    env_id: str, env_kwargs: dict[str, Any], num_tasks: int, episodes_per_task: int,
+    horizon: int, seed: int, device: str | torch.device = "cpu",
+    env_wrapper: Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv] | None = None,
+) -> Sampler:
+    """The local sampler: every task's episodes in one batched env of this process."""
+    return EpisodeSampler(env_id, env_kwargs, num_tasks, episodes_per_task, horizon, seed,
+                          device, env_wrapper)
 
 
 class _VectorEnvSampler:

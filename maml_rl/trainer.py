@@ -29,7 +29,7 @@ from maml_rl.evaluation import (
 )
 from maml_rl.family import TaskFamily, load_family
 from maml_rl.logger import MetricsLogger
-from maml_rl.meta_optimizers import NonFiniteError, scheduled_lr, set_lr
+from maml_rl.meta_updates.base import NonFiniteError, scheduled_lr, set_lr
 from maml_rl.seeding import rng_state, seed_everything, set_rng_state
 
 
@@ -46,28 +46,14 @@ class MetaLearner(Protocol):
 
 
 def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearner:
-    """The learner for the family's kind; a one-line ConfigError if it lacks ``algorithm``."""
-    from maml_rl.algorithms import check_supported
-
-    check_supported(config, family.supervised, family.env_id)
+    """The learner for the family's kind (it validates the config against the family first:
+    :func:`maml_rl.validation.validate`, one-line ConfigErrors)."""
     if family.supervised:
-        from maml_rl.supervised import SupervisedMetaLearner
-
-        if config.meta.optimizer in ("trpo", "ppo"):
-            # Both constrain a policy's change in KL: undefined for a regression/classifier.
-            raise ConfigError(
-                f"meta.optimizer: '{config.meta.optimizer}' is for RL families and "
-                f"'{family.env_id}' is supervised; allowed here: adam, sgd"
-            )
+        from maml_rl.learners.supervised import SupervisedMetaLearner
 
         return SupervisedMetaLearner(config, family, device)
-    from maml_rl.reinforcement import RLMetaLearner
+    from maml_rl.learners.reinforcement import RLMetaLearner
 
-    if config.evaluation.query_batch:
-        raise ConfigError(
-            f"evaluation.query_batch: {config.evaluation.query_batch} applies to supervised "
-            f"families and '{family.env_id}' is an RL family; allowed here: 0"
-        )
     return RLMetaLearner(config, family, device)
 
 

@@ -34,7 +34,7 @@ from maml_rl.adaptation import Params, forward, meta_parameters
 
 if TYPE_CHECKING:
     from maml_rl.family import TaskFamily
-    from maml_rl.reinforcement import RLMetaLearner
+    from maml_rl.learners.reinforcement import RLMetaLearner
 
 #: Frame rate above which rendered frames are dropped: GIF players round delays below 20 ms.
 MAX_FPS = 50

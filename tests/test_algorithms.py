@@ -4,7 +4,6 @@ config errors, checkpoint resume, and a short sinusoid run per algorithm."""
 import itertools
 import os
 import signal
-import typing
 
 import numpy as np
 import pytest
@@ -16,9 +15,18 @@ from maml_rl.algorithms.anil import head_parameter_names
 from maml_rl.algorithms.imaml import implicit_meta_gradient
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.cli import train_main
-from maml_rl.config import Config, ConfigError, load_config, save_config
+from maml_rl.config import (
+    ALGORITHM_NAMES,
+    META_UPDATE_NAMES,
+    ConfigError,
+    load_config,
+    save_config,
+)
 from maml_rl.family import load_family
+from maml_rl.learners.supervised import SupervisedMetaBatch
 from maml_rl.logger import read_metrics
+from maml_rl.meta_updates import META_UPDATES
+from maml_rl.meta_updates.plain import PlainMetaUpdate
 from maml_rl.objectives import mse_loss
 from maml_rl.policies import RegressionMLP
 from maml_rl.trainer import Trainer, build_learner
@@ -42,6 +50,12 @@ def _algorithm(name, model, *overrides, batching="loop"):
     return build_algorithm(config, model, mse_loss, batching)
 
 
+def _plain_update(algorithm):
+    """The supervised learner's meta-update for ``algorithm``: its config's ``meta.optimizer``
+    with ``meta.lr``."""
+    return PlainMetaUpdate(algorithm.config, algorithm.parameters())
+
+
 def _task(batch, i):
     return {k: v[i] for k, v in batch.items()}
 
@@ -51,8 +65,8 @@ def _grad(loss, params):
 
 
 def test_registry_matches_the_config_choices():
-    choices = typing.get_args(typing.get_type_hints(Config)["algorithm"])
-    assert set(choices) == set(ALGORITHMS)
+    assert set(ALGORITHM_NAMES) == set(ALGORITHMS)
+    assert set(META_UPDATE_NAMES) == set(META_UPDATES)
 
 
 # --- MAML and first-order MAML -----------------------------------------------------------------
@@ -109,26 +123,29 @@ def test_reptile_step_is_theta_plus_epsilon_mean_of_task_displacements(batching)
                    for (k, v), g in zip(phi.items(), grads, strict=True)}
         for k in theta:
             expected[k] += (phi[k].detach() - theta[k]) / 3
-    optimizer = torch.optim.SGD(reptile.parameters(), lr=eps)
-    reptile.meta_step(optimizer, support, query)
+    _plain_update(reptile).step(SupervisedMetaBatch(reptile, support, query))
     for k, v in meta_parameters(model).items():
         torch.testing.assert_close(v.detach(), theta[k] + eps * expected[k])
 
 
 def test_reptile_anneals_its_outer_step_size_linearly():
     model, support, query = _problem()
-    reptile = _algorithm("reptile", model, "meta.lr=0.5", "reptile.anneal=true",
-                         "training.iterations=4")
-    optimizer = torch.optim.SGD(reptile.parameters(), lr=0.5)
-    rates = [reptile.meta_step(optimizer, support, query)["reptile/outer_lr"] for _ in range(4)]
+    reptile = _algorithm("reptile", model, "meta.optimizer=sgd", "meta.lr=0.5",
+                         "reptile.anneal=true", "training.iterations=4")
+    update = _plain_update(reptile)
+    rates = [update.step(SupervisedMetaBatch(reptile, support, query))["reptile/outer_lr"]
+             for _ in range(4)]
     assert rates == pytest.approx([0.5, 0.375, 0.25, 0.125])
     assert reptile.state_dict() == {"updates": 4}
     # meta.lr_milestones scales epsilon before the annealing.
-    reptile = _algorithm("reptile", model, "meta.lr=0.5", "reptile.anneal=true",
-                         "training.iterations=4", "meta.lr_milestones=[2]", "meta.lr_gamma=0.1")
-    rates = [reptile.meta_step(optimizer, support, query)["reptile/outer_lr"] for _ in range(4)]
+    reptile = _algorithm("reptile", model, "meta.optimizer=sgd", "meta.lr=0.5",
+                         "reptile.anneal=true", "training.iterations=4",
+                         "meta.lr_milestones=[2]", "meta.lr_gamma=0.1")
+    update = _plain_update(reptile)
+    rates = [update.step(SupervisedMetaBatch(reptile, support, query))["reptile/outer_lr"]
+             for _ in range(4)]
     assert rates == pytest.approx([0.5, 0.375, 0.025, 0.0125])
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
+    assert update.optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
 
 
 # --- Meta-SGD ----------------------------------------------------------------------------------

@@ -17,13 +17,13 @@ from envs.generic import make_task_vector_env
 from envs.tasks import GoalPositionTask
 from envs.wrappers import TaskObservationVectorEnv, TaskSamplingWrapper, task_features
 from maml_rl.cli import evaluate_main
+from maml_rl.comparison import PPOSettings, copy_sb3_weights, make_training_env
 from maml_rl.config import ConfigError, load_config
 from maml_rl.evaluation import AdaptationCurve, format_table, read_results, write_results
 from maml_rl.family import load_family
+from maml_rl.learners.reinforcement import RLMetaLearner
 from maml_rl.logger import MetricsLogger, read_metrics
 from maml_rl.policies import NONLINEARITIES, GaussianMLPPolicy
-from maml_rl.reinforcement import RLMetaLearner
-from maml_rl.sb3_baselines import PPOSettings, copy_sb3_weights, make_training_env
 from maml_rl.trainer import Trainer
 
 QUIET = ["logging.progress=false", "logging.tensorboard=false", "device=cpu"]

@@ -8,10 +8,10 @@ import torch
 from maml_rl.adaptation import adapt, map_tasks, meta_parameters
 from maml_rl.config import load_config
 from maml_rl.family import load_family
+from maml_rl.learners.reinforcement import RLMetaLearner
 from maml_rl.logger import read_metrics
 from maml_rl.objectives import kl_divergence, reinforce_loss, surrogate_loss
 from maml_rl.policies import GaussianMLPPolicy
-from maml_rl.reinforcement import RLMetaLearner
 from maml_rl.sampling import EpisodeSampler
 from maml_rl.trainer import Trainer
 
@@ -159,7 +159,7 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
         f"meta.task_batching={batching}", "logging.progress=false",
     ])
     learner = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
-    assert learner.trainable == ["mean.4.weight", "mean.4.bias"]
+    assert learner.algorithm.trainable == ["mean.4.weight", "mean.4.bias"]
     theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
     tasks = learner.family.sample_tasks(3, np.random.default_rng(0))
     _, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.5])
@@ -168,7 +168,7 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
     for name, value in theta.items():
         for params in (adapted, evaluated):
             moved = not torch.equal(params[name], value.expand_as(params[name]))
-            assert moved == (name in learner.trainable), name
+            assert moved == (name in learner.algorithm.trainable), name
     metrics = learner.meta_iteration(tasks)
     after = meta_parameters(learner.model)
     assert metrics["trpo/accepted"] == 1.0
@@ -187,10 +187,10 @@ def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
         "device=cpu", "logging.progress=false", "inner.lr=0.3",
     ])
     learner = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
-    assert all(torch.all(r == 0.3) for r in learner.rates.values())
+    assert all(torch.all(r == 0.3) for r in learner.algorithm.rates.values())
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # distinct rates per entry, so a scalar step could not pass
-        for r in learner.rates.values():
+        for r in learner.algorithm.rates.values():
             r.copy_(torch.rand(r.shape, generator=g, dtype=r.dtype) * 0.5)
     theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
     tasks = learner.family.sample_tasks(2, np.random.default_rng(0))
@@ -203,24 +203,24 @@ def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
                                     list(leaves.values()))
         for (name, value), grad in zip(theta.items(), grads, strict=True):
             torch.testing.assert_close(adapted[name][i],
-                                       value - learner.rates[name].detach() * grad)
+                                       value - learner.algorithm.rates[name].detach() * grad)
     # Evaluation adapts with the learned rates too: zero rates leave a parameter unmoved.
     with torch.no_grad():
-        learner.rates["mean.0.weight"].zero_()
+        learner.algorithm.rates["mean.0.weight"].zero_()
     evaluated = learner.adaptation_rollouts(tasks, 1, 7, lambda k, episodes: None)
     assert torch.equal(evaluated["mean.0.weight"],
                        theta["mean.0.weight"].expand_as(evaluated["mean.0.weight"]))
     assert not torch.equal(evaluated["mean.0.bias"],
                            theta["mean.0.bias"].expand_as(evaluated["mean.0.bias"]))
-    rates = {k: v.detach().clone() for k, v in learner.rates.items()}
+    rates = {k: v.detach().clone() for k, v in learner.algorithm.rates.items()}
     metrics = learner.meta_iteration(tasks)
     assert metrics["trpo/accepted"] == 1.0
-    assert any(not torch.equal(learner.rates[k], rates[k]) for k in rates)
+    assert any(not torch.equal(learner.algorithm.rates[k], rates[k]) for k in rates)
     state = learner.state_dict()
     fresh = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
     fresh.load_state_dict(state)
     for k in rates:
-        torch.testing.assert_close(fresh.rates[k], learner.rates[k].detach())
+        torch.testing.assert_close(fresh.algorithm.rates[k], learner.algorithm.rates[k].detach())
     learner.close()
     fresh.close()
 

@@ -12,7 +12,7 @@ import torch
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import ConfigError, load_config
 from maml_rl.logger import read_metrics
-from maml_rl.meta_optimizers import NonFiniteError
+from maml_rl.meta_updates.base import NonFiniteError
 from maml_rl.trainer import Trainer
 
 TINY = [
@@ -242,7 +242,7 @@ def test_double_ctrl_c_in_the_line_search_resumes_as_an_uninterrupted_run(tmp_pa
     # the parameters and every RNG already advanced by that iteration's sampling. The
     # checkpoint must hold iteration 3's parameters with iteration 3's RNG states, so that
     # 3 + resume to 6 equals 6 uninterrupted iterations, metric for metric.
-    from maml_rl import trpo
+    from maml_rl.meta_updates import trpo
 
     config = lambda n: load_config("configs/navigation_2d.yaml",  # noqa: E731
                                    [*NAV_TINY, f"training.iterations={n}"])

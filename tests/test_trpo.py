@@ -9,12 +9,8 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from maml_rl.trpo import (
-    backtracking_line_search,
-    conjugate_gradient,
-    hessian_vector_product,
-    trpo_step,
-)
+from maml_rl.linalg import conjugate_gradient, hessian_vector_product
+from maml_rl.meta_updates.trpo import backtracking_line_search, trpo_step
 
 DEVICES = [
     "cpu",
@@ -347,7 +343,7 @@ def test_trpo_step_at_an_optimum_takes_no_step():
     assert all(torch.equal(p, q) for p, q in zip(params, before, strict=True))
 
 
-# -- Fisher-vector products through the adaptation (maml_rl/curvature.py) ----------------------
+# -- Fisher-vector products through the adaptation (maml_rl/meta_updates/curvature.py) ---
 @pytest.mark.parametrize(("steps", "first_order", "discrete", "anil"),
                          [(1, False, False, False), (2, False, False, False),
                           (1, True, False, False), (2, False, True, False),
@@ -357,7 +353,8 @@ def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, firs
     # anil: only the last layer adapts, so each inner step's Jacobian I - a M H is not symmetric.
     from maml_rl.adaptation import adapt, meta_parameters
     from maml_rl.algorithms.anil import head_parameter_names
-    from maml_rl.curvature import flat_product, mean_fisher_product, task_fisher_product
+    from maml_rl.linalg import flat_product
+    from maml_rl.meta_updates.curvature import mean_fisher_product, task_fisher_product
     from maml_rl.objectives import kl_divergence, reinforce_loss
     from maml_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 

@@ -11,7 +11,9 @@ name          paper                                            module
 ``imaml``     Rajeswaran, Finn, Kakade & Levine 2019           :mod:`.imaml`
 ============  ===============================================  ================================
 
-All of them run on the supervised families; the RL learner implements :data:`RL_ALGORITHMS`.
+All of them run on the supervised families; on RL families those whose meta-gradient is the
+gradient through the adaptation (:func:`rl_algorithms`). :func:`register_algorithm` adds one:
+a :class:`~maml_rl.algorithms.base.Algorithm` subclass becomes a value of ``algorithm``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from torch import nn
 
 from maml_rl.adaptation import LossFn
 from maml_rl.algorithms.anil import ANIL
-from maml_rl.algorithms.base import SupervisedAlgorithm
+from maml_rl.algorithms.base import Algorithm
 from maml_rl.algorithms.imaml import IMAML
 from maml_rl.algorithms.maml import FOMAML, MAML
 from maml_rl.algorithms.metasgd import MetaSGD
 from maml_rl.algorithms.reptile import Reptile
-from maml_rl.config import Config, ConfigError
+from maml_rl.config import ALGORITHM_NAMES, Config
 
 __all__ = [
     "ALGORITHMS",
@@ -33,15 +35,15 @@ __all__ = [
     "FOMAML",
     "IMAML",
     "MAML",
-    "RL_ALGORITHMS",
+    "Algorithm",
     "MetaSGD",
     "Reptile",
-    "SupervisedAlgorithm",
     "build_algorithm",
-    "check_supported",
+    "register_algorithm",
+    "rl_algorithms",
 ]
 
-ALGORITHMS: dict[str, type[SupervisedAlgorithm]] = {
+ALGORITHMS: dict[str, type[Algorithm]] = {
     "maml": MAML,
     "fomaml": FOMAML,
     "reptile": Reptile,
@@ -50,29 +52,22 @@ ALGORITHMS: dict[str, type[SupervisedAlgorithm]] = {
     "imaml": IMAML,
 }
 
-#: What :class:`maml_rl.reinforcement.RLMetaLearner` implements.
-RL_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil")
+
+def register_algorithm(name: str, cls: type[Algorithm]) -> None:
+    """Make ``cls`` the algorithm of ``algorithm: NAME`` (configs accept the name from now on,
+    in this process)."""
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise TypeError(f"{cls!r} is not an Algorithm subclass")
+    ALGORITHMS[name] = cls
+    if name not in ALGORITHM_NAMES:
+        ALGORITHM_NAMES.append(name)
 
 
-def check_supported(config: Config, supervised: bool, env_id: str) -> None:
-    """Raise a one-line :class:`ConfigError` if the family's learner lacks ``algorithm``."""
-    if not supervised and config.algorithm not in RL_ALGORITHMS:
-        raise ConfigError(
-            f"algorithm: '{config.algorithm}' is not implemented for RL families (env "
-            f"'{env_id}'); allowed for RL: {', '.join(RL_ALGORITHMS)}"
-        )
-    if (not supervised and config.algorithm == "metasgd" and config.meta.optimizer == "trpo"
-            and config.meta.curvature == "fisher"):
-        # The Fisher products of maml_rl/curvature.py differentiate the adaptation in theta
-        # only; the learned rates need the generic double differentiation.
-        raise ConfigError(
-            "meta.curvature: 'fisher' is not implemented for algorithm 'metasgd' (its learned "
-            "rates are TRPO parameters too); allowed with metasgd: hessian"
-        )
+def rl_algorithms() -> list[str]:
+    """The algorithms the RL learner can run (:attr:`Algorithm.supports_rl`)."""
+    return [name for name, cls in ALGORITHMS.items() if cls.supports_rl]
 
 
-def build_algorithm(
-    config: Config, model: nn.Module, loss_fn: LossFn, batching: str
-) -> SupervisedAlgorithm:
-    """The configured algorithm for a supervised learner's ``model`` and ``loss_fn``."""
+def build_algorithm(config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> Algorithm:
+    """The configured algorithm for a learner's ``model`` and inner ``loss_fn``."""
     return ALGORITHMS[config.algorithm](config, model, loss_fn, batching)

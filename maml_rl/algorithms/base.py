@@ -1,79 +1,171 @@
-"""What every meta-learning algorithm of the MAML family provides to the supervised learner.
+"""The one interface of every meta-learning algorithm, used by the RL and the supervised learner.
 
-An algorithm is two things (Finn et al. 2017, Algorithm 2, and its variants):
+An algorithm of the MAML family is (Finn et al. 2017, Algorithms 2 and 3, and its variants):
 
-- its task adaptation rule, :meth:`SupervisedAlgorithm.inner_step`: one inner step from ``phi``
-  given the meta-parameters ``theta``. Training and evaluation both adapt through it, so a
-  Meta-SGD model is evaluated with its learned rates, ANIL adapts only its head, iMAML steps on
-  its proximal objective.
-- its meta-gradient on a meta-batch, :meth:`SupervisedAlgorithm.meta_gradient`: one tensor per
-  meta-learned tensor (:meth:`SupervisedAlgorithm.parameters`), handed to the meta-optimizer by
-  :meth:`SupervisedAlgorithm.meta_step` with the shared NaN/inf guard.
+- its meta-learned tensors, :meth:`Algorithm.parameters`: the model's parameters theta and any
+  of its own (Meta-SGD's rates), checkpointed by :meth:`Algorithm.state_dict`;
+- its task adaptation rule, :meth:`Algorithm.inner_step`, by default Eq. (1)
+  ``phi - alpha grad L(phi)`` on :attr:`Algorithm.trainable` with :meth:`Algorithm.rate`.
+  :meth:`Algorithm.adapt` chains K of them. Training and evaluation, RL and supervised, all
+  adapt through it, so a Meta-SGD policy is evaluated with its learned rates and ANIL adapts
+  only its head everywhere;
+- its meta-gradient, :meth:`Algorithm.meta_gradient`, by default the gradient of the mean
+  post-adaptation query loss through the adaptation, Eq. (3). The RL learner differentiates its
+  surrogate through :meth:`Algorithm.adapt` instead, so RL needs an algorithm whose
+  meta-gradient is that gradient (:attr:`Algorithm.supports_rl`).
+
+The meta-update that consumes the meta-gradient is a separate strategy
+(:mod:`maml_rl.meta_updates`). :func:`maml_rl.algorithms.register_algorithm` adds an algorithm.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, meta_parameters
-from maml_rl.config import Config
-from maml_rl.meta_optimizers import apply_meta_gradient, check_finite
+from maml_rl.adaptation import Batch, LossFn, Params, StepSize, inner_step, map_tasks
+from maml_rl.adaptation import meta_parameters as model_parameters
+from maml_rl.config import Config, ConfigError
 
 
-class SupervisedAlgorithm:
-    """Base of the algorithms: subclasses define :meth:`inner_step` and :meth:`meta_gradient`,
-    and override the rest only where they differ."""
+class Algorithm:
+    """Base of the algorithms: MAML itself. Subclasses override what they change."""
+
+    #: Whether the RL learner can run it: its meta-gradient must be the gradient of the
+    #: post-adaptation objective through :meth:`adapt` (not Reptile's or iMAML's).
+    supports_rl: ClassVar[bool] = True
+    #: Whether TRPO's closed-form Fisher products (:mod:`maml_rl.meta_updates.curvature`) hold:
+    #: they assume the default gradient step with one number per step as its rate. False by
+    #: default for a subclass that overrides :meth:`inner_step` or :meth:`rate`.
+    fisher_curvature: ClassVar[bool] = True
+    #: Why the Fisher products do not apply, for the error message.
+    fisher_reason: ClassVar[str] = "its inner step is not the plain gradient step they assume"
+    #: Names of the parameters that adapt in the inner loop (None: all of them; ANIL: the head).
+    trainable: Sequence[str] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "fisher_curvature" not in cls.__dict__ and (
+            "inner_step" in cls.__dict__ or "rate" in cls.__dict__
+        ):
+            cls.fisher_curvature = False
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         self.config, self.model, self.loss_fn, self.batching = config, model, loss_fn, batching
         self.functional = batching == "vmap"
+        self.first_order = config.inner.first_order
 
-    def extra_parameters(self) -> list[Tensor]:
-        """Meta-learned tensors besides the model's parameters (Meta-SGD's rates)."""
-        return []
+    @classmethod
+    def check(cls, name: str, config: Config, supervised: bool, env_id: str,
+              rl_names: Sequence[str]) -> None:
+        """Raise a one-line :class:`ConfigError` when ``config`` asks of this algorithm what it
+        cannot do on this family (``rl_names``: the algorithms that run on RL families)."""
+        if supervised:
+            return
+        if not cls.supports_rl:
+            raise ConfigError(
+                f"algorithm: '{name}' is not implemented for RL families (env '{env_id}'); "
+                f"allowed for RL: {', '.join(rl_names)}"
+            )
+        meta = config.meta
+        if meta.optimizer == "trpo" and meta.curvature == "fisher" and not cls.fisher_curvature:
+            raise ConfigError(
+                f"meta.curvature: 'fisher' is not implemented for algorithm '{name}' "
+                f"({cls.fisher_reason}); allowed with {name}: hessian"
+            )
+
+    # --- meta-learned tensors ------------------------------------------------------------------
+
+    def extra_parameters(self) -> dict[str, Tensor]:
+        """Meta-learned tensors besides the model's parameters, by name (Meta-SGD's rates)."""
+        return {}
 
     def parameters(self) -> list[Tensor]:
-        """Every meta-learned tensor, in the order of :meth:`meta_gradient`'s result."""
-        return [*meta_parameters(self.model).values(), *self.extra_parameters()]
-
-    def inner_step(
-        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
-    ) -> Params:
-        """One step of this algorithm's task adaptation from ``phi`` (meta-parameters
-        ``theta``) with the configured step size ``step_size``."""
-        raise NotImplementedError
-
-    def adapt(self, theta: Params, batch: Batch, functional: bool) -> Params:
-        """``inner.steps`` steps of :meth:`inner_step` from ``theta`` on one task's batch."""
-        phi = theta
-        for alpha in self.config.inner_step_sizes():
-            phi = self.inner_step(theta, phi, batch, alpha, functional)
-        return phi
-
-    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
-        """The meta-gradient of one meta-batch (tensors with a leading task dimension), one
-        tensor per :meth:`parameters` entry, and the per-task post-adaptation query losses."""
-        raise NotImplementedError
-
-    def meta_step(
-        self, optimizer: torch.optim.Optimizer, support: Batch, query: Batch
-    ) -> dict[str, float]:
-        """Compute the meta-gradient and take one meta-optimizer step; return the metrics."""
-        grads, losses = self.meta_gradient(support, query)
-        loss = losses.mean().item()
-        check_finite("meta-loss", loss)
-        apply_meta_gradient(optimizer, self.parameters(), grads)
-        return {"loss/post_adaptation": loss}
+        """Every meta-learned tensor: the model's, then :meth:`extra_parameters`, in the order
+        of :meth:`meta_gradient`'s result."""
+        return [*model_parameters(self.model).values(), *self.extra_parameters().values()]
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must hold besides the model and optimizer (nothing by default)."""
-        return {}
+        """What a checkpoint holds besides the model and the meta-update: the extra
+        parameters, and subclasses' own counters."""
+        extra = self.extra_parameters()
+        return {"rates": {k: v.detach().clone() for k, v in extra.items()}} if extra else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+        extra = self.extra_parameters()
+        with torch.no_grad():
+            for name, value in state.get("rates", {}).items():
+                extra[name].copy_(value)
+
+    # --- task adaptation -----------------------------------------------------------------------
+
+    def rate(self, step_size: float) -> StepSize:
+        """What an inner step multiplies the gradient with: the configured step size, or one
+        tensor per parameter (Meta-SGD's learned rates)."""
+        return step_size
+
+    def inner_step(
+        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool,
+        first_order: bool | None = None,
+    ) -> Params:
+        """One step of the task adaptation from ``phi`` (meta-parameters ``theta``): Eq. (1),
+        ``phi - rate(alpha) * grad L(phi)`` on :attr:`trainable`, differentiable in ``theta``
+        unless ``first_order`` (default: ``inner.first_order``)."""
+        first_order = self.first_order if first_order is None else first_order
+        return inner_step(self.model, phi, self.loss_fn, batch, self.rate(step_size),
+                          first_order, self.trainable, functional)
+
+    def adapt(
+        self, theta: Params, batches: Batch | Sequence[Batch], functional: bool | None = None,
+        step_sizes: Sequence[float] | None = None, first_order: bool | None = None,
+    ) -> Params:
+        """``len(step_sizes)`` inner steps (default: training's ``inner.lr`` x ``inner.steps``)
+        from ``theta`` on one task: one batch reused at every step (supervised shots) or one
+        batch per step (fresh episodes, RL)."""
+        sizes = self.config.inner_step_sizes() if step_sizes is None else list(step_sizes)
+        functional = self.functional if functional is None else functional
+        per_step = batches if isinstance(batches, list | tuple) else [batches] * len(sizes)
+        if len(per_step) != len(sizes):
+            raise ValueError(f"adapt got {len(per_step)} batches for {len(sizes)} steps")
+        phi = theta
+        for batch, alpha in zip(per_step, sizes, strict=True):
+            phi = self.inner_step(theta, phi, batch, alpha, functional, first_order)
+        return phi
+
+    # --- meta-gradient -------------------------------------------------------------------------
+
+    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
+        """The meta-gradient of one supervised meta-batch (tensors with a leading task
+        dimension), one tensor per :meth:`parameters` entry, and the per-task post-adaptation
+        query losses: by default the gradient of their mean, Eq. (3), through :meth:`adapt`."""
+        theta = model_parameters(self.model)
+
+        def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
+            return self.loss_fn(self.model, self.adapt(theta, task_support), task_query)
+
+        losses = map_tasks(task_loss, _tensors(support), _tensors(query), batching=self.batching)
+        params = self.parameters()
+        grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
+        return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
+                                                                        strict=True)],
+                losses.detach())
+
+    def outer_lr(self) -> float | None:
+        """The meta learning rate this algorithm asks for the next update (None: the
+        meta-update's own, ``meta.lr`` under its schedule)."""
+        return None
+
+    def after_meta_step(self) -> dict[str, float]:
+        """Called after each meta-update; the algorithm's own metrics."""
+        return {}
+
+
+def _tensors(batch: Batch) -> dict[str, Tensor]:
+    return {k: v for k, v in batch.items() if isinstance(v, Tensor)}
 
 
 def detached(params: Params) -> Params:

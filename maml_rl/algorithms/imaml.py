@@ -23,10 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
-from maml_rl.algorithms.base import SupervisedAlgorithm, detached
+from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
-from maml_rl.curvature import flat_product
-from maml_rl.trpo import conjugate_gradient, conjugate_gradient_fixed, hessian_vector_product
+from maml_rl.linalg import (
+    conjugate_gradient,
+    conjugate_gradient_fixed,
+    flat_product,
+    hessian_vector_product,
+)
 
 
 def _descend(
@@ -97,7 +101,7 @@ def newton_cg_step(
     ``phi - a (H + lam I)^-1 grad F(phi)`` with ``H`` the Hessian of ``L`` at ``phi``.
 
     The direction comes from ``cg_steps`` iterations of
-    :func:`maml_rl.trpo.conjugate_gradient_fixed` whose products ``(H + lam I) v`` are
+    :func:`maml_rl.meta_updates.trpo.conjugate_gradient_fixed` whose products ``(H + lam I) v`` are
     reverse-over-reverse Hessian-vector products (``torch.func.vjp`` of ``torch.func.grad``),
     so ``H`` is never formed ("Hessian-free", the inner solver of Rajeswaran et al. 2019).
     CG stops at a direction of negative curvature, so the direction stays one of descent.
@@ -134,7 +138,8 @@ def implicit_meta_gradient(
     ``adapted`` holds the ``phi_i`` stacked along a leading task dimension. The sum over tasks
     of ``L_s,i(phi_i)`` has the block-diagonal Hessian ``diag(H_s,i)`` in the stacked
     parameters, so the M task systems are one symmetric positive-definite system, solved by one
-    run of :func:`maml_rl.trpo.conjugate_gradient` with :func:`maml_rl.trpo.hessian_vector_product`
+    run of :func:`maml_rl.linalg.conjugate_gradient` with
+    :func:`maml_rl.linalg.hessian_vector_product`
     (the gradient graph built once and reused by every product): one batched product per
     iteration instead of M. Converged, it gives the per-task solutions of M separate runs; after
     fewer iterations it differs from them (one Krylov polynomial shared by all tasks).
@@ -159,15 +164,18 @@ def implicit_meta_gradient(
     return grads, losses.detach()
 
 
-class IMAML(SupervisedAlgorithm):
+class IMAML(Algorithm):
     """iMAML: a proximal inner solver (gradient or Newton-CG steps) and the CG implicit gradient."""
+
+    supports_rl = False  # its meta-gradient is implicit, not a gradient through the adaptation
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
         self.options = config.imaml
 
     def inner_step(
-        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
+        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool,
+        first_order: bool | None = None,
     ) -> Params:
         """One step of the configured inner solver (:func:`proximal_step` or
         :func:`newton_cg_step`) on the proximal problem around ``theta``."""

@@ -10,8 +10,6 @@ adapts with it (so ``evaluation.lr`` does not apply).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -22,7 +20,7 @@ from maml_rl.config import Config
 
 def initial_rates(model: nn.Module, alpha: float) -> dict[str, nn.Parameter]:
     """Meta-SGD's learned rates, one per entry of every parameter of ``model``, all ``alpha``
-    (the supervised algorithm and the RL learner both start from these)."""
+    (in the checkpoint as the algorithm's ``rates``)."""
     return {name: nn.Parameter(torch.full_like(p.detach(), alpha))
             for name, p in meta_parameters(model).items()}
 
@@ -30,21 +28,15 @@ def initial_rates(model: nn.Module, alpha: float) -> dict[str, nn.Parameter]:
 class MetaSGD(MAML):
     """MAML with a learned per-parameter inner learning rate ``alpha``."""
 
+    fisher_reason = "its learned rates are TRPO parameters too"
+
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
-        self.rates: Params = initial_rates(model, config.inner_step_sizes()[0])
+        self.rates: dict[str, nn.Parameter] = initial_rates(model, config.inner_step_sizes()[0])
 
     def rate(self, step_size: float) -> Params:
         """The learned rates replace the configured step size, in training and evaluation."""
         return self.rates
 
-    def extra_parameters(self) -> list[Tensor]:
-        return list(self.rates.values())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rates": {k: v.detach().clone() for k, v in self.rates.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in state["rates"].items():
-                self.rates[name].copy_(value)
+    def extra_parameters(self) -> dict[str, Tensor]:
+        return dict(self.rates)

@@ -16,20 +16,23 @@ import torch
 from torch import Tensor, nn
 
 from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
-from maml_rl.algorithms.base import SupervisedAlgorithm, detached
+from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
-from maml_rl.meta_optimizers import scheduled_lr, set_lr
+from maml_rl.meta_updates.base import scheduled_lr
 
 
-class Reptile(SupervisedAlgorithm):
+class Reptile(Algorithm):
     """Reptile; its inner rule is plain SGD, at training and at evaluation."""
+
+    supports_rl = False  # its meta-gradient is a displacement, not a gradient of the surrogate
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
         self.updates = 0  # meta-updates done, for the annealed step size (checkpointed)
 
     def inner_step(
-        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool
+        self, theta: Params, phi: Params, batch: Batch, step_size: float, functional: bool,
+        first_order: bool | None = None,
     ) -> Params:
         """One SGD step ``phi - alpha * grad L(phi)``; nothing is differentiated through it."""
         return inner_step(self.model, phi, self.loss_fn, batch, step_size, first_order=True,
@@ -55,14 +58,10 @@ class Reptile(SupervisedAlgorithm):
             lr *= max(0.0, 1.0 - self.updates / self.config.training.iterations)
         return lr
 
-    def meta_step(
-        self, optimizer: torch.optim.Optimizer, support: Batch, query: Batch
-    ) -> dict[str, float]:
-        lr = self.outer_lr()
-        set_lr(optimizer, lr)
-        metrics = super().meta_step(optimizer, support, query)
+    def after_meta_step(self) -> dict[str, float]:
+        lr = self.outer_lr()  # the rate the update just used
         self.updates += 1
-        return {**metrics, "reptile/outer_lr": lr}
+        return {"reptile/outer_lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates}

@@ -1,5 +1,5 @@
-"""Trust-region policy optimisation machinery (Schulman et al. 2015, "Trust region policy
-optimization"), as used for MAML's meta-update.
+"""The TRPO meta-update (``meta.optimizer: trpo``; Schulman et al. 2015, "Trust region policy
+optimization"), MAML's meta-update for RL (Finn et al. 2017, Sec. 5.3).
 
 TRPO maximises the surrogate objective subject to a bound on the mean KL divergence between the
 old and the new policy (eq. 12 and 14 of the paper). Appendix C there solves it approximately:
@@ -19,196 +19,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector
 
+from maml_rl.linalg import (
+    Closure,
+    as_scalar,
+    assign_flat,
+    conjugate_gradient,
+    flat_grad,
+    hessian_vector_product,
+)
+from maml_rl.meta_updates.base import MetaUpdate, check_finite
+
 __all__ = [
     "LineSearchResult",
+    "TRPOMetaUpdate",
     "TRPOStepInfo",
     "backtracking_line_search",
-    "conjugate_gradient",
-    "conjugate_gradient_fixed",
-    "hessian_vector_product",
     "trpo_step",
 ]
-
-Closure = Callable[[], Tensor]
-
-
-def _flat_grad(
-    output: Tensor,
-    params: list[Tensor],
-    *,
-    create_graph: bool = False,
-    retain_graph: bool | None = None,
-) -> Tensor:
-    """Gradient of a scalar as one flat vector, with zeros for parameters it does not use."""
-    grads = torch.autograd.grad(
-        output, params, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
-    )
-    return torch.cat(
-        [
-            (torch.zeros_like(p) if g is None else g).reshape(-1)
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )
-
-
-def _assign_flat(vec: Tensor, params: list[Tensor]) -> None:
-    """Write a flat vector into the parameters, in place.
-
-    ``torch.nn.utils.vector_to_parameters`` rebinds ``param.data`` to views of ``vec``: every
-    parameter would then alias one shared buffer and the autograd version counters would not
-    move, so a stale graph could silently read the new values. Copying in place keeps each
-    parameter's own storage (anything holding a reference sees the update) and lets autograd
-    detect misuse of graphs built before the update.
-    """
-    numel = sum(p.numel() for p in params)
-    if vec.numel() != numel:
-        raise ValueError(f"vector has {vec.numel()} entries but the parameters have {numel}")
-    offset = 0
-    with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            p.copy_(vec[offset : offset + n].view_as(p))
-            offset += n
-
-
-def _as_scalar(name: str, value: Tensor) -> Tensor:
-    if not isinstance(value, Tensor) or value.numel() != 1:
-        raise ValueError(f"{name} must return a scalar tensor, got {value!r}")
-    return value.reshape(())
-
-
-def conjugate_gradient(
-    matvec: Callable[[Tensor], Tensor],
-    b: Tensor,
-    iters: int = 10,
-    residual_tol: float = 1e-10,
-) -> Tensor:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given only ``A v``.
-
-    Plain conjugate gradient from ``x = 0`` (Nocedal & Wright, Algorithm 5.2), as in TRPO's
-    Appendix C where ``A`` is the KL Hessian and each ``matvec`` is one Hessian-vector product.
-    Stops after ``iters`` products or once the squared residual ``||b - A x||^2`` falls below
-    ``residual_tol``. In exact arithmetic ``n`` iterations solve an ``n``-dimensional system.
-
-    Args:
-        matvec: ``v -> A v`` on flat vectors shaped like ``b``.
-        b: right-hand side, a flat vector.
-        iters: maximum number of ``matvec`` calls.
-        residual_tol: threshold on the squared residual norm.
-
-    Returns:
-        ``x`` with the dtype and device of ``b``, detached.
-    """
-    b = b.detach()
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    r_dot_r = torch.dot(r, r)
-    for _ in range(iters):
-        if r_dot_r.item() < residual_tol:
-            break
-        a_p = matvec(p).detach()
-        p_a_p = torch.dot(p, a_p)
-        # A curvature that is not positive means A is not positive definite along p (e.g. too
-        # little damping): continuing would step to a maximum, so keep the last good iterate.
-        if not p_a_p.item() > 0:
-            break
-        alpha = r_dot_r / p_a_p
-        x = x + alpha * p
-        r = r - alpha * a_p
-        new_r_dot_r = torch.dot(r, r)
-        p = r + (new_r_dot_r / r_dot_r) * p
-        r_dot_r = new_r_dot_r
-    return x
-
-
-def conjugate_gradient_fixed(
-    matvec: Callable[[Tensor], Tensor],
-    b: Tensor,
-    iters: int,
-    residual_tol: float = 1e-20,
-) -> Tensor:
-    """:func:`conjugate_gradient` without data-dependent control flow, so that it runs under
-    ``torch.func.vmap`` (one system per lane) and inside ``torch.func`` transforms.
-
-    Exactly ``iters`` products are computed; once the squared residual falls below
-    ``residual_tol`` or a direction of non-positive curvature appears, the iterate is frozen
-    (steps of length 0) instead of breaking out of the loop, which gives the same ``x`` as
-    :func:`conjugate_gradient`. The result is not detached: the caller decides.
-    """
-    x = torch.zeros_like(b)
-    r, p = b, b
-    r_dot_r = torch.dot(r, r)
-    frozen = r_dot_r < residual_tol
-    for _ in range(iters):
-        a_p = matvec(p)
-        p_a_p = torch.dot(p, a_p)
-        frozen = frozen | ~(p_a_p > 0)
-        alpha = torch.where(frozen, torch.zeros_like(p_a_p), r_dot_r / p_a_p.abs().clamp_min(1e-30))
-        x = x + alpha * p
-        r = r - alpha * a_p
-        new_r_dot_r = torch.dot(r, r)
-        beta = torch.where(frozen, torch.zeros_like(r_dot_r),
-                           new_r_dot_r / r_dot_r.clamp_min(1e-30))
-        p = r + beta * p
-        r_dot_r = new_r_dot_r
-        frozen = frozen | (r_dot_r < residual_tol)
-    return x
-
-
-def hessian_vector_product(
-    scalar: Tensor | Closure,
-    params: Iterable[Tensor],
-    damping: float = 0.0,
-) -> Callable[[Tensor], Tensor]:
-    """Return ``v -> (H + damping I) v`` for the Hessian ``H`` of ``scalar`` w.r.t. ``params``.
-
-    Uses Pearlmutter's identity ``H v = d/dtheta (grad f(theta) . v)``. The gradient
-    ``grad f`` is built ONCE, with ``create_graph=True``, and every product differentiates
-    through that same graph with ``retain_graph=True``. Rebuilding it per product would repeat
-    the forward pass and the first backward pass each time; for MAML-TRPO that pass includes the
-    inner adaptation, and reuse measured about 3.5 s -> 1.4 s per product on CPU (DESIGN.md).
-    ``damping`` is TRPO's ``cg_damping``: it keeps ``H`` positive definite for conjugate
-    gradient when the KL is flat in some directions.
-
-    The returned function holds the graph; drop it to free the memory. Parameters must not be
-    modified in place while it is in use (autograd would raise).
-
-    Args:
-        scalar: the function value (e.g. the mean KL), already computed from ``params`` with
-            grad enabled, or a closure computing it.
-        params: the tensors to differentiate with respect to; their order defines the flat
-            vector layout.
-        damping: added multiple of the identity.
-
-    Returns:
-        A function mapping a flat vector ``v`` to the flat, detached ``(H + damping I) v``.
-    """
-    params = list(params)
-    with torch.enable_grad():
-        value = _as_scalar("scalar", scalar() if callable(scalar) else scalar)
-        flat_grad = _flat_grad(value, params, create_graph=True)
-    numel = flat_grad.numel()
-
-    def product(v: Tensor) -> Tensor:
-        if v.numel() != numel:
-            raise ValueError(f"vector has {v.numel()} entries but the parameters have {numel}")
-        v = v.detach().reshape(-1).to(flat_grad)
-        if not flat_grad.requires_grad:
-            # The gradient does not depend on the parameters: f is linear there and H = 0.
-            return damping * v
-        with torch.enable_grad():
-            grad_dot_v = torch.dot(flat_grad, v)
-        hv = _flat_grad(grad_dot_v, params, retain_graph=True)
-        return hv.detach() + damping * v
-
-    return product
 
 
 class LineSearchResult(NamedTuple):
@@ -270,15 +103,15 @@ def backtracking_line_search(
     try:
         for i in range(max_steps):
             fraction = backtrack_ratio**i
-            _assign_flat(old_params + fraction * step, params)
-            loss = _as_scalar("loss_fn", loss_fn()).item()
-            kl = _as_scalar("kl_fn", kl_fn()).item()
+            assign_flat(old_params + fraction * step, params)
+            loss = as_scalar("loss_fn", loss_fn()).item()
+            kl = as_scalar("kl_fn", kl_fn()).item()
             if math.isfinite(loss) and math.isfinite(kl) and loss < old_loss and kl <= max_kl:
                 accepted = True
                 return LineSearchResult(True, fraction, i + 1, loss, kl)
     finally:
         if not accepted:
-            _assign_flat(old_params, params)
+            assign_flat(old_params, params)
     return LineSearchResult(False, 0.0, max_steps, old_loss, 0.0)
 
 
@@ -350,8 +183,8 @@ def trpo_step(
             product proportionally cheaper); called once, after ``kl_fn``. The step is still
             scaled by this curvature and accepted on ``kl_fn``'s full KL.
         curvature_product: ``v -> H v`` supplied by the caller instead of differentiating the KL
-            twice (e.g. :mod:`maml_rl.curvature`'s Fisher-vector products, which equal the KL
-            Hessian at the current parameters); ``cg_damping`` is added here. Built after
+            twice (e.g. :mod:`maml_rl.meta_updates.curvature`'s Fisher-vector products, which equal
+            the KL Hessian at the current parameters); ``cg_damping`` is added here. Built after
             ``loss_fn``/``kl_fn`` ran; ``curvature_fn`` is then ignored.
 
     Returns:
@@ -359,9 +192,9 @@ def trpo_step(
     """
     params = list(params)
     with torch.enable_grad():
-        loss = _as_scalar("loss_fn", loss_fn())
+        loss = as_scalar("loss_fn", loss_fn())
         # Retained in case the caller's KL shares the loss's graph (see above).
-        grad = _flat_grad(loss, params, retain_graph=True).detach()
+        grad = flat_grad(loss, params, retain_graph=True).detach()
         loss_before = loss.item()
         kl = kl_fn()
         if curvature_fn is not None and curvature_product is None:
@@ -406,3 +239,50 @@ def trpo_step(
         expected_improvement=expected_improvement,
         num_hvp=num_hvp,
     )
+
+
+class TRPOMetaUpdate(MetaUpdate):
+    """MAML-TRPO: :func:`trpo_step` on the mean post-adaptation surrogate of the meta-batch,
+    constrained by the mean KL between the adapted policies before and after the update
+    (Finn et al. 2017, Sec. 5.3). The curvature is the KL's Hessian (``meta.curvature:
+    hessian``) or its Fisher form through the adaptation (``fisher``,
+    :mod:`maml_rl.meta_updates.curvature`), on the first ``meta.hvp_task_fraction`` of the
+    tasks (i.i.d., so a random subset); the step is accepted on the full KL."""
+
+    needs_policy = True
+
+    def step(self, batch: Any) -> dict[str, float]:
+        meta = self.config.meta
+        stored: dict[str, Tensor] = {}
+        calls = [0]
+
+        def loss_fn() -> Tensor:
+            # The first call gives the gradient and the KL graph; line-search calls need values.
+            surrogate, kl = batch.losses(values_only=calls[0] > 0)
+            calls[0] += 1
+            stored["kl"] = kl.mean()
+            return surrogate.mean()
+
+        curvature_fn = curvature_product = None
+        subset = max(1, math.ceil(meta.hvp_task_fraction * batch.num_tasks))
+        if meta.curvature == "fisher":
+            curvature_product = batch.fisher_product(subset)
+        elif subset < batch.num_tasks:
+
+            def curvature_fn() -> Tensor:
+                return batch.losses(tasks=subset)[1].mean()
+
+        info = trpo_step(
+            batch.parameters, loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
+            cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
+            backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
+            curvature_fn=curvature_fn, curvature_product=curvature_product,
+        )
+        check_finite("surrogate loss", info.loss_before)
+        return {
+            "surrogate/before": info.loss_before,
+            "surrogate/after": info.loss_after,
+            "kl": info.kl,
+            "trpo/ls_steps": info.ls_steps,
+            "trpo/accepted": float(info.accepted),
+        }

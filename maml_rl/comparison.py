@@ -49,7 +49,7 @@ from maml_rl.policies import NONLINEARITIES, CategoricalMLPPolicy, GaussianMLPPo
 
 if TYPE_CHECKING:
     from maml_rl.config import Config
-    from maml_rl.reinforcement import RLMetaLearner
+    from maml_rl.learners.reinforcement import RLMetaLearner
 
 #: Methods in the order of the paper's table (after MAML).
 METHODS = ("pretrained", "random", "oracle")

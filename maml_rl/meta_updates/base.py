@@ -1,26 +1,76 @@
-"""The plain meta-optimizer (Adam or SGD on the post-adaptation loss, MAML Eq. 3) and the
-non-finite guard shared by every meta-update. The TRPO meta-update lives in
-:mod:`maml_rl.trpo`; algorithms whose meta-gradient is not the gradient of a loss (Reptile,
-iMAML) hand it to :func:`apply_meta_gradient`."""
+"""What every meta-update is: :class:`MetaUpdate` moves the meta-parameters theta given one
+meta-batch's objective (:class:`MetaBatch`), MAML's outer step (Finn et al. 2017, Eq. 3 and
+Algorithm 3, line 10). Also the non-finite guard and the learning-rate helpers they share.
+
+The meta-updates (:mod:`maml_rl.meta_updates`) are strategies chosen by ``meta.optimizer``:
+plain Adam/SGD, TRPO, ProMP's PPO-style update. A learner builds the meta-batch (for RL: the
+support and query episodes and what differentiates through the adaptation) and hands it to the
+configured update; neither knows the other's internals.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+
+from maml_rl.config import Config
 
 
 class NonFiniteError(RuntimeError):
     """A loss or gradient became NaN/inf; the parameters were left unchanged."""
 
 
-def make_plain_optimizer(meta_config, parameters: Iterable[Tensor]) -> torch.optim.Optimizer:
-    """Adam or SGD over the meta-parameters with ``meta.lr``."""
-    if meta_config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=meta_config.lr)
-    return torch.optim.Adam(parameters, lr=meta_config.lr)
+class MetaBatch(Protocol):
+    """One meta-batch as a meta-update sees it (built by the learner each iteration).
+
+    Every meta-update needs :attr:`parameters` and :meth:`meta_gradient`. The RL meta-batch
+    (:class:`maml_rl.learners.rl_objective.RLMetaBatch`) also gives the per-task surrogate and KL
+    and the curvature products that TRPO and ProMP use."""
+
+    parameters: list[Tensor]
+
+    def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
+        """One gradient per :attr:`parameters` entry (descent direction: the update subtracts
+        it) and the metrics to log."""
+        ...
+
+    def outer_lr(self) -> float | None:
+        """A learning rate the algorithm asks for this update (Reptile's annealing), or None."""
+        ...
+
+    def after_step(self) -> dict[str, float]:
+        """Called once the parameters moved; more metrics to log."""
+        ...
+
+
+class MetaUpdate:
+    """Base of the meta-updates; subclasses define :meth:`step`.
+
+    Register one with :func:`maml_rl.meta_updates.register_meta_update` to make it a value of
+    ``meta.optimizer``."""
+
+    #: True for updates that constrain a policy's change (TRPO, ProMP): RL families only.
+    needs_policy: ClassVar[bool] = False
+
+    def __init__(self, config: Config, parameters: Sequence[Tensor]) -> None:
+        self.config = config
+        #: The torch optimizer, if the update has one (``meta.lr`` and its schedule act on it).
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def step(self, batch: MetaBatch) -> dict[str, float]:
+        """Update the meta-parameters in place from one meta-batch; return the metrics."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict() if self.optimizer is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.optimizer is not None:
+            load_optimizer_state(self.optimizer, state)
 
 
 def scheduled_lr(meta_config, iteration: int) -> float:

@@ -22,16 +22,15 @@ query states and two Hessian-vector products of each inner loss (``A v`` and ``A
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp
 
 from maml_rl.adaptation import Batch, LossFn, Params
+from maml_rl.linalg import Product
 from maml_rl.policies import distribution_tensors
-
-Product = Callable[[Params], Params]
 
 
 def _add(a: Params, b: Params, scale: float = 1.0) -> Params:
@@ -151,21 +150,3 @@ def mean_fisher_product(products: Sequence[Product]) -> Product:
         return {k: t / len(products) for k, t in total.items()}
 
     return product
-
-
-def flat_product(
-    product: Product, like: Params, damping: float = 0.0
-) -> Callable[[Tensor], Tensor]:
-    """Wrap a dict product as ``flat v -> flat (H + damping I) v`` in the order of ``like``."""
-    shapes = [(k, v.shape, v.numel()) for k, v in like.items()]
-
-    def flat(v: Tensor) -> Tensor:
-        v = v.detach().reshape(-1)
-        params, offset = {}, 0
-        for name, shape, numel in shapes:
-            params[name] = v[offset:offset + numel].view(shape)
-            offset += numel
-        out = product(params)
-        return torch.cat([out[name].reshape(-1) for name, _, _ in shapes]).detach() + damping * v
-
-    return flat

@@ -1,0 +1,224 @@
+"""MAML for reinforcement learning (Finn et al. 2017, Algorithm 3).
+
+One meta-iteration: sample -> process -> adapt -> meta-update. Draw M tasks; for each inner step
+roll out N episodes per task with the current (per-task) parameters, fit the linear baseline per
+task and adapt by the algorithm's inner step (a REINFORCE step, Eq. 1, for MAML); roll out fresh
+query episodes with the adapted parameters; then hand the meta-batch
+(:class:`~maml_rl.learners.rl_objective.RLMetaBatch`) to the configured meta-update (TRPO, ProMP,
+Adam/SGD; :mod:`maml_rl.meta_updates`), which differentiates the query surrogate through the
+adaptation. Evaluation adapts with the same algorithm (the paper's protocol, Sec. 5.3).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from maml_rl.adaptation import adapt_tasks, map_tasks, meta_parameters
+from maml_rl.algorithms import build_algorithm
+from maml_rl.baselines import LinearFeatureBaseline
+from maml_rl.config import Config
+from maml_rl.episodes import Episodes, process_episodes
+from maml_rl.evaluation import AdaptationCurve
+from maml_rl.family import TaskFamily, evaluation_family
+from maml_rl.learners.rl_objective import RLMetaBatch
+from maml_rl.meta_updates import build_meta_update
+from maml_rl.objectives import INNER_RL_OBJECTIVES
+from maml_rl.policies import build_model
+from maml_rl.sampling import Sampler, SamplerFactory, make_episode_sampler
+from maml_rl.validation import validate
+
+#: ``on_episodes(k, episodes)``: sees the episodes sampled after k inner steps.
+EpisodeHook = Callable[[int, Episodes], None]
+EnvWrapper = Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv]
+
+
+class RLMetaLearner:
+    """Policy, algorithm, baseline, samplers and meta-update of an RL MAML run.
+
+    ``sampler_factory`` builds every sampler of the run (training and evaluation); the default
+    samples in this process."""
+
+    def __init__(self, config: Config, family: TaskFamily, device: str,
+                 eval_family: TaskFamily | None = None,
+                 sampler_factory: SamplerFactory = make_episode_sampler) -> None:
+        self.config, self.family, self.device = config, family, device
+        self.eval_family = eval_family or evaluation_family(
+            family, config.evaluation.env_kwargs, config.env.module)
+        validate(config, family, self.eval_family)
+        self.model = build_model(
+            config.policy, family.observation_space, family.action_space, supervised=False
+        ).to(device)
+        self.horizon = config.sampling.horizon or family.max_episode_steps
+        self.baseline = LinearFeatureBaseline()
+        self.batching = config.task_batching(supervised=False, device=device)
+        self.algorithm = build_algorithm(config, self.model,
+                                         INNER_RL_OBJECTIVES[config.inner.objective],
+                                         self.batching)
+        self.meta_update = build_meta_update(config, self.algorithm.parameters())
+        self.sampler_factory = sampler_factory
+        s = config.sampling
+        self.support_sampler = self._sampler(family, s.meta_batch_size, s.support_size,
+                                             config.seed)
+        self.query_sampler = self._sampler(family, s.meta_batch_size, s.query_size,
+                                           config.seed + 1)
+        self._adapt_seconds = 0.0
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The meta-update's optimizer, if it has one (``meta.lr`` schedules act on it)."""
+        return self.meta_update.optimizer
+
+    def _sampler(self, family: TaskFamily, num_tasks: int, episodes: int, seed: int,
+                 env_wrapper: EnvWrapper | None = None) -> Sampler:
+        return self.sampler_factory(family.env_id, family.env_kwargs, num_tasks, episodes,
+                                    self.horizon, seed, self.device, env_wrapper)
+
+    def _process(self, episodes: Episodes) -> dict[str, torch.Tensor]:
+        return process_episodes(
+            episodes, self.baseline, self.config.inner.gamma, self.config.inner.gae_lambda
+        )
+
+    def inner_loop(
+        self, sampler: Sampler, tasks: list[Any], step_sizes: list[float], on_episodes=None,
+        policy: torch.nn.Module | None = None,
+    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
+        """``len(step_sizes)`` inner steps with fresh episodes at each: returns the processed
+        support batch of every step and the detached adapted parameters stacked per task (None
+        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k.
+        ``policy`` (default: the meta-learned model) is the module adapted from its own
+        parameters: the evaluation adapts the baselines with this same loop."""
+        model = self.model if policy is None else policy
+        params = {k: v.detach() for k, v in meta_parameters(model).items()}
+        supports: list[dict[str, torch.Tensor]] = []
+        adapted = None
+        for k in range(len(step_sizes)):
+            episodes = sampler.sample(tasks, model, adapted if k else params, per_task=k > 0)
+            if on_episodes is not None:
+                on_episodes(k, episodes)
+            supports.append(self._process(episodes))
+            start = time.perf_counter()
+            adapted = self._adapt_values(model, params, supports, step_sizes[: k + 1])
+            self._adapt_seconds += time.perf_counter() - start
+        return supports, adapted
+
+    def _adapt_values(self, model, params, supports, step_sizes) -> dict[str, torch.Tensor]:
+        """The adapted parameters' values (no second-order graph: they are only sampled with).
+        The meta-learned policy adapts by its algorithm's rule (ANIL's head, Meta-SGD's rates);
+        another policy (the comparison methods) adapts whole, with these step sizes."""
+        if model is not self.model:
+            adapted = adapt_tasks(model, params, self.algorithm.loss_fn, supports, step_sizes,
+                                  first_order=True, batching=self.batching)
+        else:
+            functional = self.batching == "vmap"
+            with torch.no_grad():  # the inner gradient still runs (it enables grad itself)
+                adapted = map_tasks(
+                    lambda s: self.algorithm.adapt(params, list(s), functional, step_sizes,
+                                                   first_order=True),
+                    list(supports), batching=self.batching)
+        return {name: v.detach() for name, v in adapted.items()}
+
+    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]:
+        """Sample -> process -> adapt -> meta-update on ``tasks``; the iteration's metrics."""
+        returns: dict[int, float] = {}
+        self._adapt_seconds = 0.0
+        start = time.perf_counter()
+        steps_before = self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
+        supports, adapted = self.inner_loop(
+            self.support_sampler, tasks, self.config.inner_step_sizes(),
+            lambda k, episodes: returns.setdefault(k, episodes.task_returns().mean().item()),
+        )
+        query_episodes = self.query_sampler.sample(tasks, self.model, adapted, per_task=True)
+        query = self._process(query_episodes)
+        sampled = time.perf_counter()
+        metrics = self.meta_update.step(
+            RLMetaBatch(self.algorithm, supports, query, adapted, self.batching))
+        end = time.perf_counter()
+        sampling = sampled - start - self._adapt_seconds
+        env_steps = (self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
+                     - steps_before)
+        metrics.update({
+            "return/pre_adaptation": returns[0],
+            "return/post_adaptation": query_episodes.task_returns().mean().item(),
+            "time/sampling_s": sampling,
+            "time/adaptation_s": self._adapt_seconds,
+            "time/meta_step_s": end - sampled,
+            "perf/env_steps_per_s": env_steps / max(sampling, 1e-9),
+        })
+        return metrics
+
+    def adaptation_rollouts(
+        self, tasks: list[Any], steps: int, seed: int, on_episodes: EpisodeHook,
+        episodes: int | None = None, policy: torch.nn.Module | None = None,
+        env_wrapper: EnvWrapper | None = None,
+    ) -> dict[str, torch.Tensor] | None:
+        """The evaluation protocol of the MAML paper (Sec. 5.3): adapt to each task with
+        ``steps`` inner steps at the evaluation step sizes (``evaluation.lr``, default
+        ``inner.lr``), sampling fresh episodes before every step and once more after the last.
+        ``on_episodes(k, episodes)`` sees the episodes of the policy after k steps, k = 0..steps.
+        Returns the adapted parameters stacked per task (None for 0 steps). Seeded by ``seed``
+        (environments and the policy's actions) without disturbing training's RNG state."""
+        ev = self.config.evaluation
+        model = self.model if policy is None else policy
+        # The held-out split where evaluation.env_kwargs names one.
+        sampler = self._sampler(self.eval_family, len(tasks),
+                                episodes or ev.support_size or self.config.sampling.support_size,
+                                seed, env_wrapper)
+        cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            _, adapted = self.inner_loop(
+                sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), on_episodes, model
+            )
+            on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
+                                              meta_parameters(model), per_task=steps > 0))
+        sampler.close()
+        return adapted
+
+    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
+                 episodes: int | None = None, policy: torch.nn.Module | None = None,
+                 env_wrapper: EnvWrapper | None = None,
+                 tasks: Sequence[Any] | None = None) -> AdaptationCurve:
+        """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
+        with ``seed`` (:meth:`adaptation_rollouts`), or on the given ``tasks`` (anything the
+        family's ``set_task`` takes; ``num_tasks`` is then ignored); ``policy`` replaces the
+        meta-learned model (the comparison methods), ``env_wrapper`` wraps the batched env (the
+        oracle's view)."""
+        if tasks is None:
+            tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
+        tasks = list(tasks)
+        per_step: list[torch.Tensor] = []
+        self.adaptation_rollouts(
+            tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
+            episodes, policy, env_wrapper,
+        )
+        per_task = torch.stack(per_step, dim=1).double().numpy()
+        # Named after the meta-learning algorithm by default, as the supervised curves are.
+        return AdaptationCurve(method or self.config.algorithm, "return",
+                               list(range(steps + 1)), per_task, tasks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.meta_update.state_dict(),
+            "support_rng": self.support_sampler.rng_state(),
+            "query_rng": self.query_sampler.rng_state(),
+            "algorithm": self.algorithm.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        # Checkpoints before the algorithm interface kept Meta-SGD's rates at the top level.
+        self.algorithm.load_state_dict(state.get("algorithm", {"rates": state.get("rates", {})}))
+        self.meta_update.load_state_dict(state["optimizer"])
+        self.support_sampler.set_rng_state(state["support_rng"])
+        self.query_sampler.set_rng_state(state["query_rng"])
+
+    def close(self) -> None:
+        self.support_sampler.close()
+        self.query_sampler.close()
