@@ -5,9 +5,10 @@ products through the adaptation (``fisher``, maml_rl/meta_updates/curvature.py, 
 the current point);
 the fraction of tasks in the products; task batching for the meta-gradient.
 
-On one sampled meta-batch of a config, times ``RLMetaLearner._meta_step`` (meta-gradient,
-conjugate gradient with Hessian-vector products through the adaptation, line search) for each
-task batching (loop / vmap) and fraction of tasks in the curvature, from the same parameters,
+On one sampled meta-batch of a config, times the meta-update (``RLMetaLearner.meta_update``:
+meta-gradient, conjugate gradient with Hessian-vector products through the adaptation, line
+search) for each task batching (loop / vmap) and fraction of tasks in the curvature, from the
+same parameters,
 and reports the cosine between each variant's parameter update and the exact one.
 
     python benchmarks/bench_trpo.py configs/navigation_2d.yaml [key=value ...] [--repeats 2]
@@ -27,6 +28,7 @@ import envs  # noqa: F401
 from maml_rl.config import load_config
 from maml_rl.family import load_family
 from maml_rl.learners.reinforcement import RLMetaLearner
+from maml_rl.learners.rl_objective import RLMetaBatch
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:
@@ -71,7 +73,8 @@ def main() -> None:
         for _ in range(args.repeats):
             learner.model.load_state_dict(initial)
             t = time.perf_counter()
-            info = learner._meta_step(supports, query, adapted)
+            info = learner.meta_update.step(
+                RLMetaBatch(learner.algorithm, supports, query, adapted, batching))
             times.append(time.perf_counter() - t)
         update = flat(learner.model) - theta
         if reference is None:
