@@ -294,9 +294,11 @@ class Config:
     """Where the policy runs: ``cpu``, ``cuda``, or ``auto`` (cuda when available)."""
     seed: int = 0
     """Seed of everything random in a run: tasks, environments, initialisation."""
-    threads: int = field(default=0, metadata=_range(ge=0))
-    """CPU threads for torch (0: torch's default). Use 1 per run when several runs share a
-    machine: oversubscribed threads made small tensor work 10x slower in measurements here."""
+    threads: int = field(default=1, metadata=_range(ge=0))
+    """CPU threads for torch's operations (0: torch's default, every core). One by default:
+    a policy's small tensors gain little from more, and several threads waiting for each other
+    collapse when another process takes a core (docs/guide/scaling.md). Physics has its own
+    threads."""
 
     def inner_step_sizes(self, steps: int | None = None, lr: float | list[float] | None = None):
         """Step size of each of ``steps`` inner steps (the last listed one repeats)."""
