@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
-
-from maml_rl.config import load_config  # noqa: E402
-from maml_rl.logger import read_metrics  # noqa: E402
-from maml_rl.trainer import Trainer  # noqa: E402
+from maml_rl.config import load_config
+from maml_rl.logger import read_metrics
+from maml_rl.trainer import Trainer
 
 QUIET = ["logging.progress=false", "logging.tensorboard=false", "evaluation.at_end=false",
          "evaluation.every=0"]

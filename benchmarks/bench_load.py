@@ -37,7 +37,6 @@ def _train_command(config: str, overrides: list[str], run_dir: Path) -> list[str
 
 
 def _median_seconds(run_dir: Path) -> float:
-    sys.path.insert(0, str(ROOT))
     from maml_rl.logger import read_metrics
 
     rows = read_metrics(run_dir)[1:]  # the first iteration is warm-up

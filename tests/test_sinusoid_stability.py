@@ -1,5 +1,5 @@
 """The sinusoid config keeps improving over 10 adaptation steps (issue 16): the check of
-benchmarks/sinusoid_stability.py on synthetic curves, and (``-m slow``, about 10 min on one free
+experiments/sinusoid_stability.py on synthetic curves, and (``-m slow``, about 10 min on one free
 core) on the shipped config trained in full. The full run passes with the config's seed 0 and
 failed with ``seed=1`` (docs/results/sinusoid.md): a failure here after a change to training is
 a reason to look, not proof of a bug."""
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _benchmark():
     spec = importlib.util.spec_from_file_location(
-        "sinusoid_stability", ROOT / "benchmarks" / "sinusoid_stability.py")
+        "sinusoid_stability", ROOT / "experiments" / "sinusoid_stability.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -8,8 +8,8 @@ baseline at the first step, then the fit of the previous step's episodes. The li
 baseline to each task's own episodes; this script swaps the learner's baseline for a lagged one
 to measure the difference, without adding the protocol to the library.
 
-    python benchmarks/lagged_baseline.py train RUN_DIR [key=value ...]   # lagged meta-training
-    python benchmarks/lagged_baseline.py eval RUN_DIR [--lagged]        # paper's 40 test goals
+    python experiments/lagged_baseline.py train RUN_DIR [key=value ...]   # lagged meta-training
+    python experiments/lagged_baseline.py eval RUN_DIR [--lagged]        # paper's 40 test goals
 
 ``eval`` prints the 0..3-step returns on configs/tasks/navigation_2d_paper_test.yaml with the
 run's own protocol, or with the paper's test protocol (``--lagged``).
@@ -18,21 +18,18 @@ run's own protocol, or with the paper's test protocol (``--lagged``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
+from maml_rl.baselines import LinearFeatureBaseline
+from maml_rl.checkpoint import load_checkpoint
+from maml_rl.config import load_config
+from maml_rl.family import load_family
+from maml_rl.trainer import Trainer, build_learner
 
-import envs  # noqa: E402,F401
-from maml_rl.baselines import LinearFeatureBaseline  # noqa: E402
-from maml_rl.checkpoint import load_checkpoint  # noqa: E402
-from maml_rl.config import load_config  # noqa: E402
-from maml_rl.family import load_family  # noqa: E402
-from maml_rl.trainer import Trainer, build_learner  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PAPER_GOALS = ROOT / "configs" / "tasks" / "navigation_2d_paper_test.yaml"
 

@@ -8,8 +8,8 @@ steps and prints mean +- 95% CI, median and diverging tasks per step
 (:func:`stability_problems`): a non-finite MSE, a mean that rises from one step to the next, or
 more than 1% of the tasks diverging after the last step.
 
-    python benchmarks/sinusoid_stability.py --run-dir runs/sinusoid-check     # train, check
-    python benchmarks/sinusoid_stability.py --run pretrained/sinusoid         # check a run
+    python experiments/sinusoid_stability.py --run-dir runs/sinusoid-check     # train, check
+    python experiments/sinusoid_stability.py --run pretrained/sinusoid         # check a run
 
 Training the full 70,000 iterations takes about 8 min on one free core (1 torch thread).
 A mean of 1000 tasks hides a few diverging ones until their loss overflows, so the script also
@@ -29,15 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
+from maml_rl.checkpoint import restore
+from maml_rl.config import load_config
+from maml_rl.evaluation import AdaptationCurve, format_table
+from maml_rl.family import load_family
+from maml_rl.learners.supervised import SupervisedMetaLearner
+from maml_rl.trainer import Trainer, build_learner
 
-from maml_rl.checkpoint import restore  # noqa: E402
-from maml_rl.config import load_config  # noqa: E402
-from maml_rl.evaluation import AdaptationCurve, format_table  # noqa: E402
-from maml_rl.family import load_family  # noqa: E402
-from maml_rl.learners.supervised import SupervisedMetaLearner  # noqa: E402
-from maml_rl.trainer import Trainer, build_learner  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Held-out task sets: the config's own (evaluation.seed) and the one of issue 16.
 SEEDS = (1234, 7)

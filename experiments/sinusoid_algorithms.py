@@ -7,7 +7,7 @@ and report the MSE after 1 and 10 steps (mean +- 95% CI) and the median seconds 
 meta-iteration. Runs go to ``--out/<algorithm>-<K>shot``; a finished run is reused, so the
 table can be re-printed (``--table-only``) or completed run by run.
 
-    python benchmarks/sinusoid_algorithms.py --iterations 15000 --threads 1
+    python experiments/sinusoid_algorithms.py --iterations 15000 --threads 1
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
+from maml_rl.config import load_config
+from maml_rl.logger import read_metrics
+from maml_rl.trainer import Trainer
 
-from maml_rl.config import load_config  # noqa: E402
-from maml_rl.logger import read_metrics  # noqa: E402
-from maml_rl.trainer import Trainer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "imaml")
 

@@ -6,7 +6,7 @@ to it) at which the moving average of the training post-adaptation return reache
 ``--threshold``, and the adaptation curve of ``RUN/eval/results.json`` (or of ``--eval-dir``
 inside the run) after 0..K steps.
 
-    python benchmarks/compare_runs.py runs/nav-trpo runs/nav-ppo runs/nav-fomaml --threshold -14
+    python experiments/compare_runs.py runs/nav-trpo runs/nav-ppo runs/nav-fomaml --threshold -14
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's package, not another installed one
-
-from maml_rl.logger import read_metrics  # noqa: E402
+from maml_rl.logger import read_metrics
 
 
 def time_to_threshold(rows: list[dict], threshold: float, window: int) -> tuple[int, float] | None:
