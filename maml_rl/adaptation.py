@@ -7,8 +7,8 @@ fresh data of the same task, differentiated through the adaptation (second order
 
 Parameters are plain dicts ``name -> tensor`` passed through ``torch.func.functional_call``; the
 inner gradient is taken by ``torch.func.grad`` under ``torch.func.vmap`` (``functional=True``) and
-by ``torch.autograd.grad(create_graph=True)`` in a Python loop over tasks, which measured about
-2.5x cheaper per call there (benchmarks/bench_meta_iteration.py). Both give the same parameters
+by ``torch.autograd.grad(create_graph=True)`` in a Python loop over tasks, which is cheaper per
+call there (docs/results/speed.md). Both give the same parameters
 (a test checks), and both stay differentiable by ordinary autograd in the meta-parameters.
 """
 
@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+
+# The one use of torch's private pytree module (nested dicts/lists/tuples of tensors, as vmap
+# sees them): torch 2.13 has no public equivalent; everything else imports these two from here.
 from torch.utils._pytree import tree_leaves, tree_map
 
 Params = dict[str, Tensor]

@@ -66,7 +66,8 @@ class PolicyConfig:
     """Channels of every convolution of ``model: conv`` (64 for Omniglot in the paper)."""
     conv_downsample: Literal["max_pool", "stride"] = "max_pool"
     """How each conv block halves the image: ``max_pool`` (2x2 max-pooling, the paper's text) or
-    ``stride`` (stride-2 convolutions, what the paper's code ran for Omniglot; about 3x cheaper)."""
+    ``stride`` (stride-2 convolutions, what the paper's code ran for Omniglot; cheaper:
+    docs/results/speed.md)."""
 
 
 @dataclass
@@ -311,8 +312,8 @@ class Config:
         bench_omniglot.py): vmap for the small supervised networks and on GPU, a Python loop
         over tasks for RL policies on CPU.
         ``evaluation=True``: the batching of the held-out evaluation, where ``auto`` takes a loop
-        for the conv net on CPU (600 5-way tasks with 75 query images: 3.3x faster than vmap,
-        whose activations of a whole chunk of tasks are hundreds of MB)."""
+        for the conv net on CPU (vmap's activations of a whole chunk of tasks are hundreds of
+        MB there)."""
         if self.meta.task_batching != "auto":
             return self.meta.task_batching
         if evaluation and self.policy.model == "conv" and not device.startswith("cuda"):

@@ -164,7 +164,7 @@ def hessian_vector_product(
     ``grad f`` is built ONCE, with ``create_graph=True``, and every product differentiates
     through that same graph with ``retain_graph=True``. Rebuilding it per product would repeat
     the forward pass and the first backward pass each time; for MAML-TRPO that pass includes the
-    inner adaptation, and reuse measured about 3.5 s -> 1.4 s per product on CPU (DESIGN.md).
+    inner adaptation, so reusing it is much cheaper (docs/results/speed.md).
     ``damping`` is TRPO's ``cg_damping``: it keeps ``H`` positive definite for conjugate
     gradient when the KL is flat in some directions.
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_map
 
-from maml_rl.adaptation import Params, map_tasks, meta_parameters, task_slice
+from maml_rl.adaptation import Params, map_tasks, meta_parameters, task_slice, tree_map
 from maml_rl.algorithms import Algorithm
 from maml_rl.linalg import flat_product
 from maml_rl.meta_updates.base import check_finite
@@ -60,7 +59,8 @@ class RLMetaBatch:
     def losses(self, values_only: bool = False, tasks: int | None = None
                ) -> tuple[Tensor, Tensor]:
         """Per-task surrogate and KL of the adapted policies, differentiable in theta unless
-        ``values_only`` (line-search evaluations need no graph, which makes them ~3x cheaper)."""
+        ``values_only`` (line-search evaluations need no graph, which makes them several times
+        cheaper)."""
         first_order = True if values_only else None
 
         def task(task_supports, task_query, task_old):
