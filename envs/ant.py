@@ -240,6 +240,8 @@ class _AntEnv(MujocoTaskEnv):
 
     objective: Objective
 
+    metadata = {**MujocoTaskEnv.metadata, "baseline_timesteps": 2_000_000}  # noqa: RUF012
+
     def __init__(
         self,
         constructor_kwargs: dict[str, Any],

@@ -261,6 +261,8 @@ class HalfCheetahVelEnv(MujocoTaskEnv):
     """
     )
 
+    metadata = {**MujocoTaskEnv.metadata, "baseline_timesteps": 1_000_000}  # noqa: RUF012
+
     def __init__(
         self,
         paper_mdp: bool = True,
@@ -304,6 +306,8 @@ class HalfCheetahDirEnv(MujocoTaskEnv):
         + """    * ``forward_probability``: probability of the task +1, default 0.5.
     """
     )
+
+    metadata = {**MujocoTaskEnv.metadata, "baseline_timesteps": 1_000_000}  # noqa: RUF012
 
     def __init__(
         self,

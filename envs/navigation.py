@@ -76,7 +76,12 @@ class Navigation2DEnv(gym.Env):
     * ``normalized_actions``: actions in ``[-1, 1]`` scaled by ``max_action``, default ``True``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    # What the library reads of a family (docs/guide/task_families.md#what-a-family-declares):
+    # evaluate --video draws trajectories (the observation is the position, the task its goal);
+    # evaluate --baselines trains PPO this long.
+    metadata: dict[str, Any] = {  # noqa: RUF012
+        "render_modes": [], "trajectory_plot": True, "baseline_timesteps": 300_000,
+    }
 
     def __init__(
         self,

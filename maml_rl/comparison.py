@@ -43,6 +43,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from torch import nn
 from tqdm.auto import tqdm
 
+from envs.generic import family_metadata
 from envs.wrappers import TaskObservationVectorEnv, TaskSamplingWrapper
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.policies import NONLINEARITIES, CategoricalMLPPolicy, GaussianMLPPolicy, build_model
@@ -54,23 +55,15 @@ if TYPE_CHECKING:
 #: Methods in the order of the paper's table (after MAML).
 METHODS = ("pretrained", "random", "oracle")
 
-#: PPO timesteps per trained baseline when ``--baseline-steps`` is not given. Measured on a
-#: 2-core CPU with 8 envs x 256 steps per update and minibatches of 256: about 6k steps/s for
-#: HalfCheetah and more for 2D navigation (docs/guide/evaluation.md).
-DEFAULT_TIMESTEPS = {
-    "maml/Navigation2D-v0": 300_000,
-    "maml/HalfCheetahVel-v0": 1_000_000,
-    "maml/HalfCheetahDir-v0": 1_000_000,
-    "maml/AntVel-v0": 2_000_000,
-    "maml/AntDir-v0": 2_000_000,
-    "maml/AntGoal-v0": 2_000_000,
-}
+#: PPO timesteps per trained baseline when ``--baseline-steps`` is not given and the family does
+#: not declare ``metadata["baseline_timesteps"]`` (ours do: docs/guide/evaluation.md).
 FALLBACK_TIMESTEPS = 500_000
 
 
 def default_timesteps(env_id: str) -> int:
-    """PPO timesteps for a family (``FALLBACK_TIMESTEPS`` for one not listed)."""
-    return DEFAULT_TIMESTEPS.get(env_id, FALLBACK_TIMESTEPS)
+    """PPO timesteps for a family: its ``metadata["baseline_timesteps"]``, or
+    :data:`FALLBACK_TIMESTEPS`."""
+    return int(family_metadata(env_id).get("baseline_timesteps", FALLBACK_TIMESTEPS))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.navigation import Navigation2DEnv
 from envs.tasks import thaw_task
 from envs.wrappers import task_features
 from maml_rl.adaptation import Params, forward, meta_parameters
@@ -77,11 +76,17 @@ def renders_rgb(family: TaskFamily) -> bool:
     return "rgb_array" in family.unwrapped.metadata.get("render_modes", [])
 
 
+def plots_trajectories(family: TaskFamily) -> bool:
+    """Whether the family declares ``metadata["trajectory_plot"]``: its observation starts with
+    a planar position and its task with a goal position (2D navigation), drawn as paths."""
+    return bool(family.unwrapped.metadata.get("trajectory_plot", False))
+
+
 def check_video_support(family: TaskFamily) -> None:
     """Raise ``ValueError`` for a family that can be neither rendered nor plotted."""
-    if not (isinstance(family.unwrapped, Navigation2DEnv) or renders_rgb(family)):
-        raise ValueError(f"--video: '{family.env_id}' has no rgb_array render mode and is not "
-                         "2D navigation; nothing to draw")
+    if not (plots_trajectories(family) or renders_rgb(family)):
+        raise ValueError(f"--video: '{family.env_id}' has no rgb_array render mode and does not "
+                         "declare metadata['trajectory_plot']; nothing to draw")
 
 
 def record_adaptation(
@@ -92,8 +97,9 @@ def record_adaptation(
     """Adapt to the first ``num_tasks`` held-out tasks of seed ``seed`` (or of ``tasks``, when
     given) with ``steps`` inner steps and write what the policy does before and after into
     ``out_dir``: for rendering families a video per task with one panel per policy (before
-    adaptation, after 1 step, after ``steps`` steps) and a stills PNG; for 2D navigation
-    ``trajectories.png`` (before and after ``steps`` steps). Returns the paths written."""
+    adaptation, after 1 step, after ``steps`` steps) and a stills PNG; for families that
+    declare ``metadata["trajectory_plot"]`` (2D navigation) ``trajectories.png`` (before and
+    after ``steps`` steps). Returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     family = learner.family
@@ -101,7 +107,7 @@ def record_adaptation(
     if tasks is None:
         tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
     tasks = list(tasks)[:num_tasks]
-    if isinstance(family.unwrapped, Navigation2DEnv):
+    if plots_trajectories(family):
         return [navigation_trajectories(learner, tasks, steps, seed, out / "trajectories.png",
                                         episodes)]
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -274,8 +280,8 @@ def navigation_trajectories(
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize="x-small", loc="best")
-    fig.suptitle(f"2D navigation: {shown} sampled episodes per task, before and after "
-                 "adaptation", fontsize="small")
+    fig.suptitle(f"{learner.family.env_id}: {shown} sampled episodes per task, before and "
+                 "after adaptation", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -137,3 +137,20 @@ def test_a_config_trains_with_an_algorithm_its_env_module_registers(tmp_path, mo
         ALGORITHMS.pop("clipped_from_module", None)
         if "clipped_from_module" in ALGORITHM_NAMES:
             ALGORITHM_NAMES.remove("clipped_from_module")
+
+
+def test_a_family_declares_its_video_kind_and_baseline_budget():
+    """What the library reads of a family comes from the env's metadata, not from its id."""
+    from maml_rl.comparison import FALLBACK_TIMESTEPS, default_timesteps
+    from maml_rl.family import load_family
+    from maml_rl.videos import check_video_support, plots_trajectories
+
+    assert default_timesteps("maml/Navigation2D-v0") == 300_000
+    assert default_timesteps("maml/AntGoal-v0") == 2_000_000
+    assert default_timesteps("maml/Sinusoid-v0") == FALLBACK_TIMESTEPS
+    assert plots_trajectories(load_family("maml/Navigation2D-v0", {}))
+    cheetah = load_family("maml/HalfCheetahVel-v0", {})
+    assert not plots_trajectories(cheetah)
+    check_video_support(cheetah)  # renders rgb_array instead
+    with pytest.raises(ValueError, match="declare metadata\\['trajectory_plot'\\]"):
+        check_video_support(load_family("maml/Sinusoid-v0", {}))
