@@ -13,19 +13,19 @@ Built on gymnasium's HalfCheetah-v5 model file. Two MDPs, chosen by ``paper_mdp`
   root; reset noise ``qpos += U(-0.1, 0.1)``, ``qvel += 0.1 N(0, 1)``. The horizon stays 200 env
   steps for both (so a v5 episode covers 10 s of simulated time instead of 2 s).
 
-The centre of mass and its velocity are computed in numpy from ``qpos``/``qvel`` by the planar
-kinematics below (checked against MuJoCo's ``subtree_com``/``subtree_linvel`` in the tests): a
-sensor would describe the state before the last integration, and an extra ``mj_forward`` per
-step would cost as much as the physics itself at frame skip 1.
+The centre of mass and its velocity are computed in numpy from ``qpos``/``qvel`` by
+:mod:`envs.kinematics` (checked against MuJoCo's ``subtree_com``/``subtree_linvel`` in the
+tests): a sensor would describe the state before the last integration, and an extra
+``mj_forward`` per step would cost as much as the physics itself at frame skip 1.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import mujoco
 import numpy as np
 
+from envs.kinematics import PlanarKinematics
 from envs.mujoco_task import (
     LocomotionMDP,
     MujocoTaskEnv,
@@ -41,116 +41,6 @@ from envs.tasks import (
 )
 
 XML_FILE = "half_cheetah.xml"
-_SLIDE = int(mujoco.mjtJoint.mjJNT_SLIDE)
-_HINGE = int(mujoco.mjtJoint.mjJNT_HINGE)
-
-
-class PlanarKinematics:
-    """Centre of mass and its velocity of a planar (x-z) kinematic tree, batched in numpy.
-
-    Equivalent to MuJoCo's ``subtree_com`` and ``subtree_linvel`` of ``root_body`` after
-    ``mj_forward``, for models like HalfCheetah: ``root_body`` hangs from the world by slide joints
-    (then hinges), every other joint is a hinge about y at its body's origin, and bodies are
-    neither rotated nor out of the x-z plane (the constructor checks this).
-
-    In such a tree every body frame's angle is a linear function of ``qpos``, and the mass-weighted
-    sum of centres of mass is ``M * root_origin + sum_a R(angle_a) u_a`` with constant vectors
-    ``u_a`` (body a's own mass times its inertial offset, plus each child's subtree mass times the
-    child's offset). So a call is a cos, a sin and a few small matrix products.
-    """
-
-    def __init__(self, model: mujoco.MjModel, root_body: str = "torso") -> None:
-        root = model.body(root_body).id
-        self._check_planar(model, root)
-        bodies = [b for b in range(1, model.nbody) if self._in_subtree(model, b, root)]
-        column = {b: k for k, b in enumerate(bodies)}
-        nb = len(bodies)
-        # angle = (qpos - qpos0) @ angle_of_qpos: a body's angle is its parent's plus its hinges'.
-        self._angle_of_qpos = np.zeros((model.nq, nb))
-        self._rate_of_qvel = np.zeros((model.nv, nb))
-        # The root origin (x, z) moves along the root's slides.
-        self._root_of_qpos = np.zeros((model.nq, 2))
-        self._root_of_qvel = np.zeros((model.nv, 2))
-        for b in bodies:
-            parent = int(model.body_parentid[b])
-            if parent in column:  # parents come before children in MuJoCo's body order
-                self._angle_of_qpos[:, column[b]] = self._angle_of_qpos[:, column[parent]]
-                self._rate_of_qvel[:, column[b]] = self._rate_of_qvel[:, column[parent]]
-            for j in np.flatnonzero(model.jnt_bodyid == b):
-                qadr, dadr, axis = model.jnt_qposadr[j], model.jnt_dofadr[j], model.jnt_axis[j]
-                if model.jnt_type[j] == _HINGE:
-                    self._angle_of_qpos[qadr, column[b]] += axis[1]
-                    self._rate_of_qvel[dadr, column[b]] += axis[1]
-                else:
-                    self._root_of_qpos[qadr] = axis[0], axis[2]
-                    self._root_of_qvel[dadr] = axis[0], axis[2]
-        self._qpos0 = model.qpos0.copy()
-        self._root_offset = np.array([model.body_pos[root, 0], model.body_pos[root, 2]])
-        subtree_mass = {b: 0.0 for b in bodies}
-        for b in reversed(bodies):
-            subtree_mass[b] += float(model.body_mass[b])
-            if b != root:
-                subtree_mass[int(model.body_parentid[b])] += subtree_mass[b]
-        u = np.zeros((nb, 2))
-        for b in bodies:
-            u[column[b]] += model.body_mass[b] * model.body_ipos[b, [0, 2]]
-            if b != root:
-                u[column[int(model.body_parentid[b])]] += (
-                    subtree_mass[b] * model.body_pos[b, [0, 2]]
-                )
-        u /= subtree_mass[root]
-        # R(a) (x, z) = (cos a x + sin a z, -sin a x + cos a z): the weights of cos and of sin.
-        self._u_cos = np.stack([u[:, 0], u[:, 1]], axis=1)
-        self._u_sin = np.stack([u[:, 1], -u[:, 0]], axis=1)
-
-    @staticmethod
-    def _in_subtree(model: mujoco.MjModel, body: int, root: int) -> bool:
-        while body not in (0, root):
-            body = int(model.body_parentid[body])
-        return body == root
-
-    @staticmethod
-    def _check_planar(model: mujoco.MjModel, root: int) -> None:
-        problems = []
-        if model.body_parentid[root] != 0:
-            problems.append("the root body is not a child of the world")
-        if not np.allclose(model.body_quat[1:], [1.0, 0.0, 0.0, 0.0]):
-            problems.append("bodies are rotated")
-        if np.any(model.body_pos[:, 1] != 0) or np.any(np.abs(model.body_ipos[:, 1]) > 1e-12):
-            problems.append("bodies leave the x-z plane")
-        if np.any(model.jnt_pos != 0):
-            problems.append("joints are off their body's origin")
-        hinge_seen = set()
-        for j in range(model.njnt):
-            axis, body = model.jnt_axis[j], int(model.jnt_bodyid[j])
-            if model.jnt_type[j] == _HINGE:
-                hinge_seen.add(body)
-                if axis[0] or axis[2]:
-                    problems.append(f"hinge {j} is not about the y axis")
-            elif model.jnt_type[j] == _SLIDE:
-                if body != root or body in hinge_seen or axis[1]:
-                    problems.append(f"slide {j} is not an in-plane root slide before the hinges")
-            else:
-                problems.append(f"joint {j} is neither slide nor hinge")
-        if problems:
-            raise ValueError("PlanarKinematics needs a planar model: " + "; ".join(problems))
-
-    def __call__(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(com, com_velocity)``, each ``(batch, 3)`` (the y entries are zero)."""
-        displacement = qpos - self._qpos0
-        angle = displacement @ self._angle_of_qpos
-        rate = qvel @ self._rate_of_qvel
-        cos, sin = np.cos(angle), np.sin(angle)
-        com = self._root_offset + displacement @ self._root_of_qpos
-        com += cos @ self._u_cos + sin @ self._u_sin
-        # d cos a = -sin a da, d sin a = cos a da.
-        velocity = (
-            qvel @ self._root_of_qvel + (cos * rate) @ self._u_sin - (sin * rate) @ self._u_cos
-        )
-        zero = np.zeros((len(qpos), 1))
-        return np.hstack([com[:, :1], zero, com[:, 1:]]), np.hstack(
-            [velocity[:, :1], zero, velocity[:, 1:]]
-        )
 
 
 class HalfCheetahMDP(LocomotionMDP):
