@@ -58,7 +58,7 @@ def main() -> None:
     sampling = time.perf_counter() - start
     initial = copy.deepcopy(learner.model.state_dict())
     theta = flat(learner.model)
-    steps = int(query["mask"].sum())
+    steps = int(query.mask.sum())
     print(f"{config.env.id}: {config.sampling.meta_batch_size} tasks, {steps} query steps, "
           f"policy {config.policy.hidden_sizes} {config.policy.nonlinearity}, "
           f"{torch.get_num_threads()} threads; sampling+inner loop {sampling:.2f} s")

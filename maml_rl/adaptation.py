@@ -117,7 +117,7 @@ def adapt(
     ``batches`` is one batch reused for every step (supervised K-shot data) or one batch per step
     (fresh episodes per step, as in RL). The result depends differentiably on ``params``.
     """
-    per_step = batches if isinstance(batches, list | tuple) else [batches] * len(step_sizes)
+    per_step = batches if is_per_step(batches) else [batches] * len(step_sizes)
     if len(per_step) != len(step_sizes):
         raise ValueError(f"adapt got {len(per_step)} batches for {len(step_sizes)} steps")
     for batch, alpha in zip(per_step, step_sizes, strict=True):
@@ -125,6 +125,13 @@ def adapt(
             model, params, loss_fn, batch, alpha, first_order, trainable, functional
         )
     return params
+
+
+def is_per_step(batches: Any) -> bool:
+    """Whether ``batches`` is a sequence of one batch per inner step (a list or plain tuple),
+    rather than one batch (a mapping, or a NamedTuple such as a ``PolicyBatch``)."""
+    return isinstance(batches, list) or (isinstance(batches, tuple)
+                                         and not hasattr(batches, "_fields"))
 
 
 def task_slice(batch: Any, i: int) -> Any:

@@ -8,8 +8,8 @@ returns a new mapping (the batch that the RL losses read).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from maml_rl.baselines import LinearFeatureBaseline
@@ -39,13 +39,26 @@ class Episodes:
         return int(self.mask.sum().item())
 
 
+class PolicyBatch(NamedTuple):
+    """What the RL losses read of a batch of episodes (like stable-baselines3's
+    ``RolloutBufferSamples``): tensors ``[..., N, T, ...]`` with any leading task dimension; a
+    pytree, so ``torch.func.vmap`` maps over its fields."""
+
+    observations: Tensor
+    actions: Tensor
+    mask: Tensor
+    log_probs: Tensor
+    """Log-probabilities of the actions under the policy that sampled them."""
+    advantages: Tensor
+
+
 def process_episodes(
     episodes: Episodes,
     baseline: LinearFeatureBaseline,
     gamma: float,
     gae_lambda: float,
     normalize: bool = True,
-) -> dict[str, Tensor]:
+) -> PolicyBatch:
     """The batch the RL losses read: observations, actions, mask, behaviour log-probs and
     advantages, with the linear baseline fitted per task on this batch (rllab's protocol:
     fit on the same episodes, then GAE, then per-task normalisation)."""
@@ -55,15 +68,5 @@ def process_episodes(
                      gae_lambda)
     if normalize:
         advantages = normalize_advantages(advantages, episodes.mask)
-    return {
-        "observations": episodes.observations,
-        "actions": episodes.actions,
-        "mask": episodes.mask,
-        "log_probs": episodes.log_probs,
-        "advantages": advantages.detach(),
-    }
-
-
-def stack_task_batches(batches: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Concatenate processed batches along the task dimension."""
-    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    return PolicyBatch(episodes.observations, episodes.actions, episodes.mask,
+                       episodes.log_probs, advantages.detach())

@@ -8,6 +8,7 @@ from torch.func import functional_call
 
 from maml_rl.adaptation import meta_parameters
 from maml_rl.config import ConfigError, load_config
+from maml_rl.episodes import PolicyBatch
 from maml_rl.family import load_family
 from maml_rl.logger import read_metrics
 from maml_rl.objectives import clipped_surrogate_loss, reinforce_loss, surrogate_loss
@@ -28,8 +29,8 @@ def _problem():
         dist = functional_call(policy, params, (obs,))
         actions = dist.sample()
         log_probs = dist.log_prob(actions)  # the sampling policy is the current one
-    batch = {"observations": obs, "actions": actions, "log_probs": log_probs, "mask": mask,
-             "advantages": torch.randn(n, t, generator=g, dtype=torch.float64)}
+    batch = PolicyBatch(observations=obs, actions=actions, log_probs=log_probs, mask=mask,
+                        advantages=torch.randn(n, t, generator=g, dtype=torch.float64))
     return policy, params, batch
 
 
@@ -47,7 +48,7 @@ def _flat_fn(policy, params, loss_fn, batch):
 
 
 def _log_prob(policy, params, batch):
-    return functional_call(policy, params, (batch["observations"],)).log_prob(batch["actions"])
+    return functional_call(policy, params, (batch.observations,)).log_prob(batch.actions)
 
 
 def test_lvc_gradient_equals_reinforce_at_the_sampling_policy():
@@ -66,17 +67,17 @@ def test_lvc_hessian_adds_the_score_function_term():
     difference = torch.func.hessian(lvc)(theta) - torch.func.hessian(reinforce)(theta)
 
     def log_prob(flat, n, t):
-        one = {k: v[n, t] for k, v in batch.items()}
+        one = PolicyBatch(*(v[n, t] for v in batch))
         fn, _ = _flat_fn(policy, params, _log_prob, one)
         return fn(flat)
 
     expected = torch.zeros_like(difference)
-    mask = batch["mask"]
+    mask = batch.mask
     for n in range(mask.shape[0]):
         for t in range(mask.shape[1]):
             if mask[n, t]:
                 score = torch.func.grad(log_prob)(theta, n, t)
-                expected -= batch["advantages"][n, t] * torch.outer(score, score)
+                expected -= batch.advantages[n, t] * torch.outer(score, score)
     expected /= mask.sum()
     torch.testing.assert_close(difference, expected)
 
@@ -86,9 +87,9 @@ def test_clipped_surrogate_by_hand():
     with torch.no_grad():
         new_log_probs = _log_prob(policy, params, batch)
     shift = torch.tensor([0.5, -0.5, 0.1]).view(3, 1).double()  # ratios e^0.5, e^-0.5, e^0.1
-    batch = dict(batch, log_probs=new_log_probs - shift)
+    batch = batch._replace(log_probs=new_log_probs - shift)
     ratio = torch.exp(shift).expand(3, 5)
-    adv, mask = batch["advantages"], batch["mask"]
+    adv, mask = batch.advantages, batch.mask
     terms = torch.minimum(ratio * adv, ratio.clamp(0.7, 1.3) * adv)
     expected = -(terms * mask).sum() / mask.sum()
     got = clipped_surrogate_loss(policy, params, batch, clip_eps=0.3)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from maml_rl.adaptation import adapt, map_tasks, meta_parameters
+from maml_rl.adaptation import adapt, map_tasks, meta_parameters, task_slice
 from maml_rl.config import load_config
+from maml_rl.episodes import PolicyBatch
 from maml_rl.family import load_family
 from maml_rl.learners.reinforcement import RLMetaLearner
 from maml_rl.logger import read_metrics
@@ -19,13 +20,13 @@ from maml_rl.trainer import Trainer
 def _batch(g, m=2, n=3, t=4, obs=3, act=2):
     mask = torch.ones(m, n, t, dtype=torch.float64)
     mask[:, 0, -1] = 0.0  # one episode ended early
-    return {
-        "observations": torch.randn(m, n, t, obs, generator=g, dtype=torch.float64),
-        "actions": torch.randn(m, n, t, act, generator=g, dtype=torch.float64),
-        "advantages": torch.randn(m, n, t, generator=g, dtype=torch.float64),
-        "log_probs": torch.randn(m, n, t, generator=g, dtype=torch.float64) - 3.0,
-        "mask": mask,
-    }
+    return PolicyBatch(
+        observations=torch.randn(m, n, t, obs, generator=g, dtype=torch.float64),
+        actions=torch.randn(m, n, t, act, generator=g, dtype=torch.float64),
+        advantages=torch.randn(m, n, t, generator=g, dtype=torch.float64),
+        log_probs=torch.randn(m, n, t, generator=g, dtype=torch.float64) - 3.0,
+        mask=mask,
+    )
 
 
 def _rl_problem():
@@ -76,7 +77,7 @@ def test_rl_meta_gradient_vmap_equals_loop():
 
 def test_kl_is_zero_at_the_old_policy_and_positive_elsewhere():
     policy, params, _, query = _rl_problem()
-    q = {k: v[0] for k, v in query.items()}
+    q = task_slice(query, 0)
     assert kl_divergence(policy, params, params, q).item() == pytest.approx(0.0, abs=1e-12)
     moved = {k: v + 0.1 for k, v in params.items()}
     assert kl_divergence(policy, params, moved, q).item() > 1e-4
@@ -84,9 +85,9 @@ def test_kl_is_zero_at_the_old_policy_and_positive_elsewhere():
 
 def test_reinforce_loss_ignores_padded_steps():
     policy, params, support, _ = _rl_problem()
-    s = {k: v[0] for k, v in support.items()}
-    junk = dict(s, advantages=s["advantages"].clone())
-    junk["advantages"][0, -1] = 1e6  # a padded step (mask 0)
+    s = task_slice(support, 0)
+    junk = s._replace(advantages=s.advantages.clone())
+    junk.advantages[0, -1] = 1e6  # a padded step (mask 0)
     torch.testing.assert_close(reinforce_loss(policy, params, s),
                                reinforce_loss(policy, params, junk))
 
@@ -199,7 +200,7 @@ def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
     for i in range(2):
         leaves = {k: v.clone().requires_grad_() for k, v in theta.items()}
         grads = torch.autograd.grad(loss(learner.model, leaves,
-                                         {k: v[i] for k, v in supports[0].items()}),
+                                         task_slice(supports[0], i)),
                                     list(leaves.values()))
         for (name, value), grad in zip(theta.items(), grads, strict=True):
             torch.testing.assert_close(adapted[name][i],

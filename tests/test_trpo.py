@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
+from maml_rl.episodes import PolicyBatch
 from maml_rl.linalg import conjugate_gradient, hessian_vector_product
 from maml_rl.meta_updates.trpo import backtracking_line_search, trpo_step
 
@@ -367,10 +368,12 @@ def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, firs
     def batch():
         mask = torch.ones(3, 4, dtype=torch.float64)
         mask[0, -1] = 0.0
-        return {"observations": torch.randn(3, 4, 3, generator=g, dtype=torch.float64),
-                "actions": (torch.randint(0, 4, (3, 4), generator=g) if discrete
-                            else torch.randn(3, 4, 2, generator=g, dtype=torch.float64)),
-                "advantages": torch.randn(3, 4, generator=g, dtype=torch.float64), "mask": mask}
+        return PolicyBatch(
+            observations=torch.randn(3, 4, 3, generator=g, dtype=torch.float64),
+            actions=(torch.randint(0, 4, (3, 4), generator=g) if discrete
+                     else torch.randn(3, 4, 2, generator=g, dtype=torch.float64)),
+            advantages=torch.randn(3, 4, generator=g, dtype=torch.float64), mask=mask,
+            log_probs=torch.zeros(3, 4, dtype=torch.float64))  # not read by REINFORCE
 
     tasks = [([batch() for _ in range(steps)], batch()) for _ in range(2)]
     sizes = [0.3, 0.2][:steps]

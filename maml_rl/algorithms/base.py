@@ -26,7 +26,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, StepSize, inner_step, map_tasks
+from maml_rl.adaptation import (
+    Batch,
+    LossFn,
+    Params,
+    StepSize,
+    inner_step,
+    is_per_step,
+    map_tasks,
+)
 from maml_rl.adaptation import meta_parameters as model_parameters
 from maml_rl.config import Config, ConfigError
 
@@ -128,7 +136,7 @@ class Algorithm:
         batch per step (fresh episodes, RL)."""
         sizes = self.config.inner_step_sizes() if step_sizes is None else list(step_sizes)
         functional = self.functional if functional is None else functional
-        per_step = batches if isinstance(batches, list | tuple) else [batches] * len(sizes)
+        per_step = batches if is_per_step(batches) else [batches] * len(sizes)
         if len(per_step) != len(sizes):
             raise ValueError(f"adapt got {len(per_step)} batches for {len(sizes)} steps")
         phi = theta

@@ -23,7 +23,7 @@ from maml_rl.adaptation import adapt_tasks, map_tasks, meta_parameters
 from maml_rl.algorithms import build_algorithm
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
-from maml_rl.episodes import Episodes, process_episodes
+from maml_rl.episodes import Episodes, PolicyBatch, process_episodes
 from maml_rl.evaluation import AdaptationCurve
 from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.learners.rl_objective import RLMetaBatch
@@ -79,7 +79,7 @@ class RLMetaLearner:
         return self.sampler_factory(family.env_id, family.env_kwargs, num_tasks, episodes,
                                     self.horizon, seed, self.device, env_wrapper)
 
-    def _process(self, episodes: Episodes) -> dict[str, torch.Tensor]:
+    def _process(self, episodes: Episodes) -> PolicyBatch:
         return process_episodes(
             episodes, self.baseline, self.config.inner.gamma, self.config.inner.gae_lambda
         )
@@ -87,7 +87,7 @@ class RLMetaLearner:
     def inner_loop(
         self, sampler: Sampler, tasks: list[Any], step_sizes: list[float], on_episodes=None,
         policy: torch.nn.Module | None = None,
-    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor] | None]:
+    ) -> tuple[list[PolicyBatch], dict[str, torch.Tensor] | None]:
         """``len(step_sizes)`` inner steps with fresh episodes at each: returns the processed
         support batch of every step and the detached adapted parameters stacked per task (None
         for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k.
@@ -95,7 +95,7 @@ class RLMetaLearner:
         parameters: the evaluation adapts the baselines with this same loop."""
         model = self.model if policy is None else policy
         params = {k: v.detach() for k, v in meta_parameters(model).items()}
-        supports: list[dict[str, torch.Tensor]] = []
+        supports: list[PolicyBatch] = []
         adapted = None
         for k in range(len(step_sizes)):
             episodes = sampler.sample(tasks, model, adapted if k else params, per_task=k > 0)

@@ -19,12 +19,11 @@ from torch import Tensor
 
 from maml_rl.adaptation import Params, map_tasks, meta_parameters, task_slice, tree_map
 from maml_rl.algorithms import Algorithm
+from maml_rl.episodes import PolicyBatch
 from maml_rl.linalg import flat_product
 from maml_rl.meta_updates.base import check_finite
 from maml_rl.meta_updates.curvature import mean_fisher_product, task_fisher_product
 from maml_rl.objectives import clipped_surrogate_loss, kl_divergence, surrogate_loss
-
-Batch = dict[str, Tensor]
 
 
 class RLMetaBatch:
@@ -32,13 +31,13 @@ class RLMetaBatch:
     processed batch per inner step) and ``query``, tensors with a leading task dimension, and
     ``old_params``, the adapted parameters stacked per task that sampled the query episodes."""
 
-    def __init__(self, algorithm: Algorithm, supports: list[Batch], query: Batch,
+    def __init__(self, algorithm: Algorithm, supports: list[PolicyBatch], query: PolicyBatch,
                  old_params: Params, batching: str) -> None:
         self.algorithm, self.model = algorithm, algorithm.model
         self.supports, self.query, self.old_params = supports, query, old_params
         self.batching = batching
         self.parameters = algorithm.parameters()
-        self.num_tasks = int(query["mask"].shape[0])
+        self.num_tasks = int(query.mask.shape[0])
 
     def theta(self) -> Params:
         """A copy of the policy's current parameters (ProMP's pre-update reference)."""
@@ -52,7 +51,7 @@ class RLMetaBatch:
         return map_tasks(fn, head(self.supports), head(self.query), head(self.old_params),
                          batching=self.batching)
 
-    def _adapt(self, task_supports: list[Batch], first_order: bool | None = None) -> Params:
+    def _adapt(self, task_supports: list[PolicyBatch], first_order: bool | None = None) -> Params:
         return self.algorithm.adapt(meta_parameters(self.model), list(task_supports),
                                     functional=self.batching == "vmap", first_order=first_order)
 

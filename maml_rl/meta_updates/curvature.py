@@ -99,7 +99,7 @@ def task_fisher_product(
         steps.append(_InnerStep(model, current, loss_fn, batch, alpha, first_order, trainable))
         current = steps[-1].next
     adapted = current
-    observations, mask = query["observations"], query["mask"]
+    observations, mask = query.observations, query.mask
 
     def outputs_of(params: Params) -> tuple[Tensor, ...]:
         return distribution_tensors(functional_call(model, params, (observations,)))[1]
