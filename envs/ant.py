@@ -235,241 +235,87 @@ _DOC_COMMON = """
 """
 
 
-class _AntEnv(MujocoTaskEnv):
-    """The single Ant env of one objective; the public classes fix the objective."""
+#: Per objective, the task's own keyword arguments: public name -> (AntMDP's name, default).
+#: The goal task also keeps x, y in the observation by default (it must know where it is).
+_OBJECTIVES: dict[str, dict[str, tuple[str, Any]]] = {
+    "velocity": {"velocity_range": ("task_range", (0.0, 3.0)),
+                 "velocity_bonus": ("bonus", 1.0)},
+    "direction": {"forward_probability": ("forward_probability", 0.5)},
+    "goal": {"goal_range": ("task_range", (-3.0, 3.0)), "goal_bonus": ("bonus", 4.0),
+             "exclude_current_positions_from_observation":
+                 ("exclude_current_positions_from_observation", False)},
+}
+#: AntMDP's arguments shared by every objective (passed through by name).
+_COMMON = ("ctrl_cost_weight", "contact_cost_weight", "survive_reward", "healthy_z_range",
+           "terminate_when_unhealthy", "contact_force_range", "reset_noise_scale",
+           "include_cfrc_ext_in_observation", "exclude_current_positions_from_observation")
 
-    objective: Objective
+
+class AntEnv(MujocoTaskEnv):
+    __doc__ = (
+        """Ant that must run along x at a goal velocity (``objective="velocity"``,
+    ``maml/AntVel-v0``), forward or backward (``"direction"``, ``maml/AntDir-v0``), or walk to a
+    goal position in the plane (``"goal"``, ``maml/AntGoal-v0``).
+
+    ## Description
+    velocity: a task is a goal velocity ~ U[velocity_range] (``U[0, 3]`` in the MAML paper).
+    direction: a task is a direction in {-1, +1}, +1 with probability ``forward_probability``.
+    goal: a task is a goal ``(x, y) ~ U[goal_range]^2`` (``U[-3, 3]^2``, as pytorch-maml-rl);
+    the observation keeps the torso's x, y by default, so it has 107 numbers.
+
+    ## Rewards
+    The task term (velocity: ``-|v_x - goal| + velocity_bonus``; direction: ``direction *
+    v_x``; goal: ``-(|x - goal_x| + |y - goal_y|) + goal_bonus``), ``reward_ctrl``,
+    ``reward_contact`` and ``reward_survive`` (all in ``info``) sum to the reward.
+    """
+        + _DOC_COMMON
+        + """    * ``objective``: ``velocity``, ``direction`` or ``goal`` (fixed by the id).
+    * ``exclude_current_positions_from_observation``: default True, False for ``goal``.
+    * ``velocity_range``, ``velocity_bonus`` (velocity): default ``(0.0, 3.0)`` and 1.0.
+    * ``forward_probability`` (direction): probability of the task +1, default 0.5.
+    * ``goal_range``, ``goal_bonus`` (goal): default ``(-3.0, 3.0)`` and 4.0.
+
+    ## Version History
+    * v0: the MAML paper's rewards on gymnasium Ant-v5's model and observation.
+    """
+    )
 
     metadata = {**MujocoTaskEnv.metadata, "baseline_timesteps": 2_000_000}  # noqa: RUF012
 
     def __init__(
         self,
-        constructor_kwargs: dict[str, Any],
+        objective: Objective = "velocity",
         render_mode: str | None = None,
         width: int = 480,
         height: int = 480,
         camera_name: str | None = None,
-        **mdp_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            AntMDP(self.objective, **mdp_kwargs),
-            XML_FILE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            constructor_kwargs=constructor_kwargs,
-        )
-
-
-class AntVelEnv(_AntEnv):
-    __doc__ = (
-        """Ant that must run along x at a goal velocity.
-
-    ## Description
-    A task is a goal velocity ~ U[velocity_range] (``U[0, 3]`` in the MAML paper).
-
-    ## Rewards
-    ``reward_forward = -|v_x - goal| + velocity_bonus``, ``reward_ctrl``, ``reward_contact`` and
-    ``reward_survive`` (all in ``info``, with positions and velocities) sum to the reward.
-    """
-        + _DOC_COMMON
-        + """    * ``velocity_range``: bounds of the goal velocity, default ``(0.0, 3.0)``.
-    * ``velocity_bonus``: constant added to the forward term, default 1.0 (the paper's).
-    """
-    )
-
-    objective = "velocity"
-
-    def __init__(
-        self,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 5e-4,
-        survive_reward: float = 0.05,
-        velocity_bonus: float = 1.0,
-        velocity_range: tuple[float, float] = (0.0, 3.0),
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        terminate_when_unhealthy: bool = True,
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        reset_noise_scale: float = 0.1,
-        include_cfrc_ext_in_observation: bool = True,
-        exclude_current_positions_from_observation: bool = True,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-        camera_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            {k: v for k, v in locals().items() if k not in ("self", "__class__")},
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            ctrl_cost_weight=ctrl_cost_weight,
-            contact_cost_weight=contact_cost_weight,
-            survive_reward=survive_reward,
-            bonus=velocity_bonus,
-            task_range=velocity_range,
-            healthy_z_range=healthy_z_range,
-            terminate_when_unhealthy=terminate_when_unhealthy,
-            contact_force_range=contact_force_range,
-            reset_noise_scale=reset_noise_scale,
-            include_cfrc_ext_in_observation=include_cfrc_ext_in_observation,
-            exclude_current_positions_from_observation=exclude_current_positions_from_observation,
-        )
-
-
-class AntDirEnv(_AntEnv):
-    __doc__ = (
-        """Ant that must run forward or backward along x.
-
-    ## Description
-    A task is a direction in {-1, +1}, +1 with probability ``forward_probability`` (0.5).
-
-    ## Rewards
-    ``reward_forward = direction * v_x``, ``reward_ctrl``, ``reward_contact`` and
-    ``reward_survive`` (all in ``info``, with positions and velocities) sum to the reward.
-    """
-        + _DOC_COMMON
-        + """    * ``forward_probability``: probability of the task +1, default 0.5.
-    """
-    )
-
-    objective = "direction"
-
-    def __init__(
-        self,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 5e-4,
-        survive_reward: float = 0.05,
-        forward_probability: float = 0.5,
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        terminate_when_unhealthy: bool = True,
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        reset_noise_scale: float = 0.1,
-        include_cfrc_ext_in_observation: bool = True,
-        exclude_current_positions_from_observation: bool = True,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-        camera_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            {k: v for k, v in locals().items() if k not in ("self", "__class__")},
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            ctrl_cost_weight=ctrl_cost_weight,
-            contact_cost_weight=contact_cost_weight,
-            survive_reward=survive_reward,
-            forward_probability=forward_probability,
-            healthy_z_range=healthy_z_range,
-            terminate_when_unhealthy=terminate_when_unhealthy,
-            contact_force_range=contact_force_range,
-            reset_noise_scale=reset_noise_scale,
-            include_cfrc_ext_in_observation=include_cfrc_ext_in_observation,
-            exclude_current_positions_from_observation=exclude_current_positions_from_observation,
-        )
-
-
-class AntGoalEnv(_AntEnv):
-    __doc__ = (
-        """Ant that must walk to a goal position in the plane.
-
-    ## Description
-    A task is a goal ``(x, y) ~ U[goal_range]^2`` (``U[-3, 3]^2``, as pytorch-maml-rl). Unlike
-    the other Ant families the observation keeps the torso's x, y by default (the policy must
-    know where it is relative to the goal), so it has 107 numbers.
-
-    ## Rewards
-    ``reward_goal = -(|x - goal_x| + |y - goal_y|) + goal_bonus``, ``reward_ctrl``,
-    ``reward_contact`` and ``reward_survive`` (all in ``info``) sum to the reward.
-    """
-        + _DOC_COMMON
-        + """    * ``goal_range``: bounds of each goal coordinate, default ``(-3.0, 3.0)``.
-    * ``goal_bonus``: constant added to the goal term, default 4.0 (pytorch-maml-rl's).
-    """
-    )
-
-    objective = "goal"
-
-    def __init__(
-        self,
-        ctrl_cost_weight: float = 0.005,
-        contact_cost_weight: float = 5e-4,
-        survive_reward: float = 0.05,
-        goal_bonus: float = 4.0,
-        goal_range: tuple[float, float] = (-3.0, 3.0),
-        healthy_z_range: tuple[float, float] = (0.2, 1.0),
-        terminate_when_unhealthy: bool = True,
-        contact_force_range: tuple[float, float] = (-1.0, 1.0),
-        reset_noise_scale: float = 0.1,
-        include_cfrc_ext_in_observation: bool = True,
-        exclude_current_positions_from_observation: bool = False,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-        camera_name: str | None = None,
-    ) -> None:
-        super().__init__(
-            {k: v for k, v in locals().items() if k not in ("self", "__class__")},
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            ctrl_cost_weight=ctrl_cost_weight,
-            contact_cost_weight=contact_cost_weight,
-            survive_reward=survive_reward,
-            bonus=goal_bonus,
-            task_range=goal_range,
-            healthy_z_range=healthy_z_range,
-            terminate_when_unhealthy=terminate_when_unhealthy,
-            contact_force_range=contact_force_range,
-            reset_noise_scale=reset_noise_scale,
-            include_cfrc_ext_in_observation=include_cfrc_ext_in_observation,
-            exclude_current_positions_from_observation=exclude_current_positions_from_observation,
-        )
-
-
-class AntVelVectorEnv(MujocoTaskVectorEnv):
-    """``num_envs`` ``AntVelEnv`` stepped together by ``mujoco.rollout``.
-
-    Takes the keyword arguments of ``AntVelEnv`` (except rendering) plus ``nthread``; batch
-    semantics (terminated sub-envs are frozen, ...) are those of ``envs.vector``.
-    """
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        nthread: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(AntVelEnv(**kwargs), num_envs, max_episode_steps, nthread)
+        if objective not in _OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, "
+                             f"got {objective!r}")
+        own = _OBJECTIVES[objective]
+        unknown = sorted(set(kwargs) - set(own) - set(_COMMON))
+        if unknown:
+            raise TypeError(f"AntEnv(objective={objective!r}) got unexpected keyword arguments "
+                            f"{unknown}; its task's own: {', '.join(own)}; every objective's: "
+                            f"{', '.join(_COMMON)}")
+        mdp_kwargs = {k: v for k, v in kwargs.items() if k not in own}
+        mdp_kwargs.update({name: kwargs.get(public, default)
+                           for public, (name, default) in own.items()})
+        constructor_kwargs = {"objective": objective, "render_mode": render_mode,
+                              "width": width, "height": height, "camera_name": camera_name,
+                              **kwargs}
+        super().__init__(AntMDP(objective, **mdp_kwargs), XML_FILE, render_mode=render_mode,
+                         width=width, height=height, camera_name=camera_name,
+                         constructor_kwargs=constructor_kwargs)
 
 
-class AntDirVectorEnv(MujocoTaskVectorEnv):
-    """``num_envs`` ``AntDirEnv`` stepped together by ``mujoco.rollout``, as AntVelVectorEnv."""
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        nthread: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(AntDirEnv(**kwargs), num_envs, max_episode_steps, nthread)
-
-
-class AntGoalVectorEnv(MujocoTaskVectorEnv):
-    """``num_envs`` ``AntGoalEnv`` stepped together by ``mujoco.rollout``, as AntVelVectorEnv."""
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        nthread: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(AntGoalEnv(**kwargs), num_envs, max_episode_steps, nthread)
+def make_ant_vector_env(
+    num_envs: int = 1, max_episode_steps: int | None = None, nthread: int | None = None,
+    **kwargs: Any,
+) -> MujocoTaskVectorEnv:
+    """``num_envs`` :class:`AntEnv` (``kwargs``) stepped together by ``mujoco.rollout`` with
+    ``nthread`` physics threads; batch semantics (terminated sub-envs are frozen, ...) are those
+    of ``envs.vector`` (the registered vector entry point)."""
+    return MujocoTaskVectorEnv(AntEnv(**kwargs), num_envs, max_episode_steps, nthread)

@@ -135,19 +135,36 @@ _DOC_COMMON = """
 """
 
 
-class HalfCheetahVelEnv(MujocoTaskEnv):
+#: Per objective, the task's own keyword arguments and their defaults (HalfCheetahMDP's names).
+_OBJECTIVES: dict[str, dict[str, Any]] = {
+    "velocity": {"velocity_range": (0.0, 2.0)},
+    "direction": {"forward_probability": 0.5},
+}
+
+
+class HalfCheetahEnv(MujocoTaskEnv):
     __doc__ = (
-        """HalfCheetah that must run at a goal velocity.
+        """HalfCheetah that must run at a goal velocity (``objective="velocity"``,
+    ``maml/HalfCheetahVel-v0``) or forward or backward (``"direction"``,
+    ``maml/HalfCheetahDir-v0``).
 
     ## Description
-    A task is a goal velocity ~ U[velocity_range] (``U[0, 2]`` in the MAML paper).
+    velocity: a task is a goal velocity ~ U[velocity_range] (``U[0, 2]`` in the MAML paper).
+    direction: a task is a direction in {-1, +1}, +1 with probability ``forward_probability``.
 
     ## Rewards
-    ``reward_forward = -|v_x - goal|`` plus ``reward_ctrl = -ctrl_cost_weight * ||a||^2``; both
-    are in ``info`` with ``x_velocity`` and ``x_position``. Never terminates.
+    velocity: ``reward_forward = -|v_x - goal|``; direction: ``reward_forward = direction *
+    v_x``; plus ``reward_ctrl = -ctrl_cost_weight * ||a||^2``. Both are in ``info`` with
+    ``x_velocity`` and ``x_position``. Never terminates.
     """
         + _DOC_COMMON
-        + """    * ``velocity_range``: bounds of the goal velocity, default ``(0.0, 2.0)``.
+        + """    * ``objective``: ``velocity`` or ``direction`` (fixed by the registered id).
+    * ``velocity_range`` (velocity only): bounds of the goal velocity, default ``(0.0, 2.0)``.
+    * ``forward_probability`` (direction only): probability of the task +1, default 0.5.
+
+    ## Version History
+    * v0: the MAML paper's MDP (rllab) by default, gymnasium HalfCheetah-v5's with
+      ``paper_mdp=False``.
     """
     )
 
@@ -155,106 +172,39 @@ class HalfCheetahVelEnv(MujocoTaskEnv):
 
     def __init__(
         self,
+        objective: Literal["velocity", "direction"] = "velocity",
         paper_mdp: bool = True,
         ctrl_cost_weight: float = 0.05,
-        velocity_range: tuple[float, float] = (0.0, 2.0),
         render_mode: str | None = None,
         width: int = 480,
         height: int = 480,
         camera_name: str | None = None,
+        **task_kwargs: Any,
     ) -> None:
-        constructor_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        mdp = HalfCheetahMDP(
-            "velocity",
-            paper_mdp=paper_mdp,
-            ctrl_cost_weight=ctrl_cost_weight,
-            velocity_range=velocity_range,
-        )
-        super().__init__(
-            mdp,
-            XML_FILE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            constructor_kwargs=constructor_kwargs,
-        )
+        if objective not in _OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(_OBJECTIVES)}, "
+                             f"got {objective!r}")
+        own = _OBJECTIVES[objective]
+        unknown = sorted(set(task_kwargs) - set(own))
+        if unknown:
+            raise TypeError(f"HalfCheetahEnv(objective={objective!r}) got unexpected keyword "
+                            f"arguments {unknown}; its task's own: {', '.join(own)}")
+        constructor_kwargs = {
+            "objective": objective, "paper_mdp": paper_mdp, "ctrl_cost_weight": ctrl_cost_weight,
+            "render_mode": render_mode, "width": width, "height": height,
+            "camera_name": camera_name, **task_kwargs,
+        }
+        mdp = HalfCheetahMDP(objective, paper_mdp=paper_mdp, ctrl_cost_weight=ctrl_cost_weight,
+                             **{**own, **task_kwargs})
+        super().__init__(mdp, XML_FILE, render_mode=render_mode, width=width, height=height,
+                         camera_name=camera_name, constructor_kwargs=constructor_kwargs)
 
 
-class HalfCheetahDirEnv(MujocoTaskEnv):
-    __doc__ = (
-        """HalfCheetah that must run forward or backward.
-
-    ## Description
-    A task is a direction in {-1, +1}, +1 with probability ``forward_probability`` (0.5).
-
-    ## Rewards
-    ``reward_forward = direction * v_x`` plus ``reward_ctrl = -ctrl_cost_weight * ||a||^2``;
-    both are in ``info`` with ``x_velocity`` and ``x_position``. Never terminates.
-    """
-        + _DOC_COMMON
-        + """    * ``forward_probability``: probability of the task +1, default 0.5.
-    """
-    )
-
-    metadata = {**MujocoTaskEnv.metadata, "baseline_timesteps": 1_000_000}  # noqa: RUF012
-
-    def __init__(
-        self,
-        paper_mdp: bool = True,
-        ctrl_cost_weight: float = 0.05,
-        forward_probability: float = 0.5,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-        camera_name: str | None = None,
-    ) -> None:
-        constructor_kwargs = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        mdp = HalfCheetahMDP(
-            "direction",
-            paper_mdp=paper_mdp,
-            ctrl_cost_weight=ctrl_cost_weight,
-            forward_probability=forward_probability,
-        )
-        super().__init__(
-            mdp,
-            XML_FILE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-            camera_name=camera_name,
-            constructor_kwargs=constructor_kwargs,
-        )
-
-
-class HalfCheetahVelVectorEnv(MujocoTaskVectorEnv):
-    """``num_envs`` ``HalfCheetahVelEnv`` stepped together by ``mujoco.rollout``.
-
-    Takes the keyword arguments of ``HalfCheetahVelEnv`` (except rendering) plus ``nthread``
-    (physics threads, default ``os.cpu_count()``); batch semantics are those of ``envs.vector``.
-    """
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        nthread: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(HalfCheetahVelEnv(**kwargs), num_envs, max_episode_steps, nthread)
-
-
-class HalfCheetahDirVectorEnv(MujocoTaskVectorEnv):
-    """``num_envs`` ``HalfCheetahDirEnv`` stepped together by ``mujoco.rollout``.
-
-    Takes the keyword arguments of ``HalfCheetahDirEnv`` (except rendering) plus ``nthread``.
-    """
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        max_episode_steps: int | None = None,
-        nthread: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(HalfCheetahDirEnv(**kwargs), num_envs, max_episode_steps, nthread)
+def make_half_cheetah_vector_env(
+    num_envs: int = 1, max_episode_steps: int | None = None, nthread: int | None = None,
+    **kwargs: Any,
+) -> MujocoTaskVectorEnv:
+    """``num_envs`` :class:`HalfCheetahEnv` (``kwargs``) stepped together by
+    ``mujoco.rollout`` with ``nthread`` physics threads (default ``os.cpu_count()``); batch
+    semantics are those of ``envs.vector`` (the registered vector entry point)."""
+    return MujocoTaskVectorEnv(HalfCheetahEnv(**kwargs), num_envs, max_episode_steps, nthread)

@@ -46,19 +46,22 @@ def register_all() -> None:
         vector_entry_point="envs.navigation:Navigation2DVectorEnv",
         max_episode_steps=100,
     )
-    for name in ("HalfCheetahVel", "HalfCheetahDir"):
+    # One class per robot; the registered id fixes its objective.
+    for name, objective in (("HalfCheetahVel", "velocity"), ("HalfCheetahDir", "direction")):
         _register(
             f"{name}-v0",
-            entry_point=f"envs.half_cheetah:{name}Env",
-            vector_entry_point=f"envs.half_cheetah:{name}VectorEnv",
+            entry_point="envs.half_cheetah:HalfCheetahEnv",
+            vector_entry_point="envs.half_cheetah:make_half_cheetah_vector_env",
             max_episode_steps=200,
+            kwargs={"objective": objective},
         )
-    for name in ("AntVel", "AntDir", "AntGoal"):
+    for name, objective in (("AntVel", "velocity"), ("AntDir", "direction"), ("AntGoal", "goal")):
         _register(
             f"{name}-v0",
-            entry_point=f"envs.ant:{name}Env",
-            vector_entry_point=f"envs.ant:{name}VectorEnv",
+            entry_point="envs.ant:AntEnv",
+            vector_entry_point="envs.ant:make_ant_vector_env",
             max_episode_steps=200,
+            kwargs={"objective": objective},
         )
 
 

@@ -12,10 +12,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from envs.ant import AntDirEnv, contact_wrenches
+from envs.ant import AntEnv, contact_wrenches
 from envs.checker import BENIGN_WARNINGS
 from envs.generic import make_task_vector_env
-from envs.half_cheetah import HalfCheetahMDP, HalfCheetahVelEnv
+from envs.half_cheetah import HalfCheetahEnv, HalfCheetahMDP
 from envs.mujoco_task import MujocoTaskVectorEnv
 from envs.navigation import Navigation2DVectorEnv
 from envs.tasks import DirectionTask, GoalPositionTask, GoalVelocityTask
@@ -297,7 +297,7 @@ def test_half_cheetah_v5_mdp_follows_gymnasium_half_cheetah():
 
 
 def test_ant_follows_gymnasium_ant_and_rebuilds_cfrc_ext_from_sensors():
-    ours = AntDirEnv(include_cfrc_ext_in_observation=False)
+    ours = AntEnv("direction", include_cfrc_ext_in_observation=False)
     theirs = gym.make("Ant-v5", include_cfrc_ext_in_observation=False).unwrapped
     ours.set_task(DirectionTask(1))
     np.testing.assert_allclose(ours.reset(seed=4)[0], theirs.reset(seed=4)[0], atol=1e-6)
@@ -340,7 +340,7 @@ def test_ant_terminates_outside_the_healthy_height_and_freezes_in_the_batch():
 def test_single_env_pickles_with_its_arguments():
     import pickle
 
-    env = HalfCheetahVelEnv(paper_mdp=False, velocity_range=(0.5, 1.0))
+    env = HalfCheetahEnv("velocity", paper_mdp=False, velocity_range=(0.5, 1.0))
     clone = pickle.loads(pickle.dumps(env))
     assert clone.frame_skip == 5 and clone.mdp.velocity_range == (0.5, 1.0)
 
