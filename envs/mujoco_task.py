@@ -198,7 +198,12 @@ class MujocoTaskEnv(MujocoEnv, utils.EzPickle):
         return self.mdp.observe(qpos[None], qvel[None], self._no_sensors)[0]
 
     def _get_reset_info(self) -> dict[str, Any]:
-        return {}
+        """Where the robot starts, as gymnasium v5's MuJoCo envs report it: ``x_position``, and
+        ``y_position`` for a free-floating root (Ant)."""
+        info = {"x_position": float(self.data.qpos[0])}
+        if self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
+            info["y_position"] = float(self.data.qpos[1])
+        return info
 
 
 def _state_slices(model: mujoco.MjModel) -> tuple[slice, slice]:

@@ -356,3 +356,15 @@ def test_physics_threads_do_not_change_the_transitions():
         venv.close()
     np.testing.assert_array_equal(runs[0], runs[1])
     np.testing.assert_array_equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("env_id", ["maml/HalfCheetahVel-v0", "maml/AntGoal-v0"])
+def test_reset_info_carries_the_start_position(env_id):
+    env = gym.make(env_id)
+    _, info = env.reset(seed=3)
+    data = env.unwrapped.data
+    assert info["x_position"] == data.qpos[0]
+    if env_id.startswith("maml/Ant"):
+        assert info["y_position"] == data.qpos[1]
+    else:
+        assert "y_position" not in info
