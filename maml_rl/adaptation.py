@@ -36,8 +36,10 @@ StepSize = float | Params
 StepFn = Callable[[Params, Params, Batch, float, bool], Params]
 
 
-def meta_parameters(model: nn.Module) -> Params:
-    """The module's trainable parameters as a dict (the meta-parameters theta)."""
+def model_params(model: nn.Module) -> Params:
+    """The module's trainable parameters as a dict ``name -> tensor``, for functional calls:
+    theta. (Everything meta-learned, theta and an algorithm's own tensors such as Meta-SGD's
+    rates, is :meth:`maml_rl.algorithms.Algorithm.meta_parameters`.)"""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from envs.registration import import_family_module
-from maml_rl.adaptation import Params, forward, meta_parameters
+from maml_rl.adaptation import Params, forward, model_params
 from maml_rl.checkpoint import CHECKPOINT_NAME, restore
 from maml_rl.config import Config, ConfigError, load_config
 from maml_rl.family import TaskFamily, load_family
@@ -89,7 +89,7 @@ class Run:
                                                    episodes)
         model = self.learner.model
         if adapted is None:
-            params = {k: v.detach() for k, v in meta_parameters(model).items()}
+            params = {k: v.detach() for k, v in model_params(model).items()}
         else:
             params = {k: v[0].detach() for k, v in adapted.items()}
         return AdaptedPolicy(model, params, self.device)

@@ -29,7 +29,7 @@ import torch
 
 from envs.tasks import thaw_task
 from envs.wrappers import task_features
-from maml_rl.adaptation import Params, forward, meta_parameters
+from maml_rl.adaptation import Params, forward, model_params
 
 if TYPE_CHECKING:
     from maml_rl.family import TaskFamily
@@ -114,7 +114,7 @@ def record_adaptation(
     # Panels after 0, 1 and K steps: meta-training optimises the 1-step policy, the table
     # reports up to K. The same seed makes the first steps of both adaptations identical.
     shown = sorted({0, min(1, steps), steps})
-    params = {0: {k: v.detach() for k, v in meta_parameters(learner.model).items()}}
+    params = {0: {k: v.detach() for k, v in model_params(learner.model).items()}}
     for k in shown[1:]:
         params[k] = learner.adaptation_rollouts(tasks, k, seed, lambda *_: None, episodes)
     labels = ["before adaptation", *(f"after {k} step{'s' if k > 1 else ''}" for k in shown[1:])]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from maml_rl.adaptation import adapt, adapted_losses, forward, meta_parameters
+from maml_rl.adaptation import adapt, adapted_losses, forward, model_params
 from maml_rl.objectives import cross_entropy_loss, mse_loss
 from maml_rl.policies import RegressionMLP
 
@@ -11,7 +11,7 @@ from maml_rl.policies import RegressionMLP
 def _problem(num_tasks=3, seed=0):
     torch.manual_seed(seed)
     model = RegressionMLP(1, 1, (6, 5), "tanh").double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in meta_parameters(model).items()}
+    params = {k: v.detach().clone().requires_grad_() for k, v in model_params(model).items()}
     g = torch.Generator().manual_seed(seed)
     data = lambda n: {  # noqa: E731
         "inputs": torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
@@ -122,7 +122,7 @@ def test_trainable_subset_leaves_other_parameters_untouched():
 
 def test_cross_entropy_reads_integer_targets():
     model = RegressionMLP(2, 3, (4,))
-    params = meta_parameters(model)
+    params = model_params(model)
     batch = {"inputs": torch.randn(5, 2), "targets": torch.tensor([0, 1, 2, 1, 0])}
     expected = torch.nn.functional.cross_entropy(forward(model, params, batch["inputs"]),
                                                  batch["targets"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from maml_rl.adaptation import map_tasks, meta_parameters
+from maml_rl.adaptation import map_tasks, model_params
 from maml_rl.algorithms import ALGORITHMS, build_algorithm
 from maml_rl.algorithms.anil import head_parameter_names
 from maml_rl.algorithms.imaml import implicit_meta_gradient
@@ -53,7 +53,7 @@ def _algorithm(name, model, *overrides, batching="loop"):
 def _plain_update(algorithm):
     """The supervised learner's meta-update for ``algorithm``: its config's ``meta.optimizer``
     with ``meta.lr``."""
-    return PlainMetaUpdate(algorithm.config, algorithm.parameters())
+    return PlainMetaUpdate(algorithm.config, algorithm.meta_parameters())
 
 
 def _task(batch, i):
@@ -79,7 +79,7 @@ def test_fomaml_is_maml_with_the_hessian_term_dropped(batching):
     fomaml = _algorithm("fomaml", model, f"inner.lr={alpha}", batching=batching)
     grads, _ = fomaml.meta_gradient(support, query)
     # By hand: the query gradient at the adapted parameters, theta' treated as a leaf.
-    theta = meta_parameters(model)
+    theta = model_params(model)
     expected = [torch.zeros_like(p) for p in theta.values()]
     for i in range(3):
         inner = _grad(mse_loss(model, theta, _task(support, i)), theta)
@@ -113,7 +113,7 @@ def test_reptile_step_is_theta_plus_epsilon_mean_of_task_displacements(batching)
     eps, alpha, steps = 0.4, 0.1, 3
     reptile = _algorithm("reptile", model, "meta.optimizer=sgd", f"meta.lr={eps}",
                          f"inner.lr={alpha}", f"inner.steps={steps}", batching=batching)
-    theta = {k: v.detach().clone() for k, v in meta_parameters(model).items()}
+    theta = {k: v.detach().clone() for k, v in model_params(model).items()}
     expected = {k: torch.zeros_like(v) for k, v in theta.items()}
     for i in range(3):  # k plain SGD steps on the task's support set, by hand
         phi = {k: v.clone().requires_grad_() for k, v in theta.items()}
@@ -124,7 +124,7 @@ def test_reptile_step_is_theta_plus_epsilon_mean_of_task_displacements(batching)
         for k in theta:
             expected[k] += (phi[k].detach() - theta[k]) / 3
     _plain_update(reptile).step(SupervisedMetaBatch(reptile, support, query))
-    for k, v in meta_parameters(model).items():
+    for k, v in model_params(model).items():
         torch.testing.assert_close(v.detach(), theta[k] + eps * expected[k])
 
 
@@ -165,7 +165,7 @@ def _metasgd_with_random_rates(model, batching="loop"):
 def test_metasgd_adapts_elementwise_with_its_learned_rates(batching):
     model, support, _ = _problem()
     metasgd = _metasgd_with_random_rates(model, batching)
-    theta = meta_parameters(model)
+    theta = model_params(model)
     s = _task(support, 0)
     adapted = metasgd.inner_step(theta, theta, s, 0.05, functional=batching == "vmap")
     grads = _grad(mse_loss(model, theta, s), theta)
@@ -178,10 +178,10 @@ def test_metasgd_rates_receive_the_meta_gradient(batching):
     model, support, query = _problem()
     metasgd = _metasgd_with_random_rates(model, batching)
     grads, _ = metasgd.meta_gradient(support, query)
-    names = list(meta_parameters(model))
+    names = list(model_params(model))
     rate_grads = dict(zip(names, grads[len(names):], strict=True))
     # By hand, one step: d/d alpha L_q(theta - alpha o g) = -g o grad L_q(theta').
-    theta = meta_parameters(model)
+    theta = model_params(model)
     expected = {k: torch.zeros_like(v) for k, v in theta.items()}
     for i in range(3):
         inner = dict(zip(names, _grad(mse_loss(model, theta, _task(support, i)), theta),
@@ -206,7 +206,7 @@ def test_anil_adapts_only_the_head_and_still_meta_learns_the_body(batching):
     anil = _algorithm("anil", model, "inner.lr=0.3", "inner.steps=2", batching=batching)
     head = head_parameter_names(model)
     assert head == ["net.4.weight", "net.4.bias"]
-    theta = meta_parameters(model)
+    theta = model_params(model)
     adapted = anil.adapt(theta, _task(support, 0), functional=batching == "vmap")
     for k in theta:
         assert torch.equal(adapted[k], theta[k]) == (k not in head), k
@@ -254,7 +254,7 @@ def _as_params(vec, in_dim):
 def test_imaml_implicit_gradient_equals_the_exact_one_on_a_quadratic(batching):
     model, support, query = _linear_regression_problem()
     lam = 2.0
-    theta = meta_parameters(model)
+    theta = model_params(model)
     theta_vec = torch.cat([theta["net.0.weight"].reshape(-1), theta["net.0.bias"]])
     # Exact: differentiate the query loss through the closed-form solution of the inner problem.
     theta_leaf = theta_vec.detach().clone().requires_grad_()
@@ -295,7 +295,7 @@ def test_imaml_inner_solver_and_meta_gradient_converge_to_the_closed_form(batchi
     imaml = _algorithm("imaml", model, f"imaml.lam={lam}", "imaml.cg_steps=20",
                        "inner.lr=0.1", "inner.steps=400", f"imaml.backtracks={backtracks}",
                        batching=batching)
-    theta = meta_parameters(model)
+    theta = model_params(model)
     theta_vec = torch.cat([theta["net.0.weight"].reshape(-1), theta["net.0.bias"]]).detach()
     phi_star = _closed_form(theta_vec, support, lam)
     for i in range(2):
@@ -318,7 +318,7 @@ def test_imaml_newton_cg_step_solves_the_quadratic_inner_problem_in_one_step(bat
     imaml = _algorithm("imaml", model, f"imaml.lam={lam}", "imaml.solver=newton_cg",
                        "imaml.inner_cg_steps=4", "imaml.cg_steps=20", "inner.lr=1.0",
                        "inner.steps=1", batching=batching)
-    theta = meta_parameters(model)
+    theta = model_params(model)
     theta_vec = torch.cat([theta["net.0.weight"].reshape(-1), theta["net.0.bias"]]).detach()
     phi_star = _closed_form(theta_vec, support, lam)
     detached_theta = {k: v.detach() for k, v in theta.items()}
@@ -341,7 +341,7 @@ def test_imaml_newton_cg_converges_on_a_nonlinear_network_like_gradient_descent(
     # small gradient steps reach, and the proximal objective falls at every step.
     model, support, _ = _problem(num_tasks=2)
     lam = 2.0
-    theta = {k: v.detach().clone() for k, v in meta_parameters(model).items()}
+    theta = {k: v.detach().clone() for k, v in model_params(model).items()}
     newton = _algorithm("imaml", model, f"imaml.lam={lam}", "imaml.solver=newton_cg",
                         "imaml.inner_cg_steps=30", "inner.lr=1.0", "imaml.backtracks=4",
                         batching=batching)
@@ -370,7 +370,7 @@ def test_imaml_implicit_gradient_matches_finite_differences_on_a_nonlinear_netwo
     model, support, query = _problem(num_tasks=2)
     lam = 2.0
     imaml = _algorithm("imaml", model, f"imaml.lam={lam}", "inner.lr=0.1", "inner.steps=600")
-    theta = {k: v.detach().clone() for k, v in meta_parameters(model).items()}
+    theta = {k: v.detach().clone() for k, v in model_params(model).items()}
 
     def solve(th):
         with torch.no_grad():
@@ -399,7 +399,7 @@ def test_imaml_implicit_gradient_matches_finite_differences_on_a_nonlinear_netwo
 def test_imaml_first_evaluation_step_is_a_plain_gradient_step():
     model, support, _ = _problem()
     imaml = _algorithm("imaml", model, "imaml.lam=5")
-    theta = {k: v.detach() for k, v in meta_parameters(model).items()}
+    theta = {k: v.detach() for k, v in model_params(model).items()}
     s = _task(support, 0)
     one = imaml.inner_step(theta, theta, s, 0.1, functional=False)
     plain = _algorithm("maml", model).inner_step(theta, theta, s, 0.1, functional=False)

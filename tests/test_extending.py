@@ -42,7 +42,7 @@ class RenamedSGD(MetaUpdate):
 
     def step(self, batch):
         grads, metrics = batch.meta_gradient()
-        apply_meta_gradient(self.optimizer, batch.parameters, grads)
+        apply_meta_gradient(self.optimizer, batch.meta_parameters, grads)
         return metrics
 
 

@@ -17,7 +17,7 @@ import envs.omniglot_data as omniglot_data
 from envs.checker import check_task_family
 from envs.omniglot import OmniglotEnv, OmniglotTask, OmniglotVectorEnv
 from envs.omniglot_data import OmniglotDataError, load_omniglot, split_alphabets
-from maml_rl.adaptation import adapted_losses, meta_parameters
+from maml_rl.adaptation import adapted_losses, model_params
 from maml_rl.cli import train_main
 from maml_rl.config import ConfigError, load_config
 from maml_rl.evaluation import batched_metric
@@ -322,7 +322,7 @@ def test_vmap_over_tasks_equals_loop_for_the_paper_models(model_kind, first_orde
         model = ConvClassifier(shape, 5, filters=6, downsample="max_pool").double()
     else:
         model = RegressionMLP(shape, 5, (16, 8), batch_norm=True).double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in meta_parameters(model).items()}
+    params = {k: v.detach().clone().requires_grad_() for k, v in model_params(model).items()}
     g = torch.Generator().manual_seed(0)
     data = lambda n: {  # noqa: E731
         "inputs": torch.rand(3, n, *shape, generator=g, dtype=torch.float64),
@@ -401,7 +401,7 @@ def test_query_batches_are_predicted_on_their_own(tiny_kwargs):
     query = {k: v[0] for k, v in query.items()}  # 3 examples per class, in label order
     torch.manual_seed(0)
     model = ConvClassifier((1, 28, 28), ways, filters=4)
-    params = meta_parameters(model)
+    params = model_params(model)
     batched = batched_metric(cross_entropy_loss, ways)(model, params, query)
     by_hand = torch.stack([
         cross_entropy_loss(model, params, {k: v[i : i + ways] for k, v in query.items()})

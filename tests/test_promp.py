@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from maml_rl.adaptation import meta_parameters
+from maml_rl.adaptation import model_params
 from maml_rl.config import ConfigError, load_config
 from maml_rl.episodes import PolicyBatch
 from maml_rl.family import load_family
@@ -19,7 +19,7 @@ from maml_rl.trainer import Trainer, build_learner
 def _problem():
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(3, 2, (4,), "tanh", init_std=0.8).double()
-    params = {k: v.detach().clone() for k, v in meta_parameters(policy).items()}
+    params = {k: v.detach().clone() for k, v in model_params(policy).items()}
     g = torch.Generator().manual_seed(3)
     n, t = 3, 5
     mask = torch.ones(n, t, dtype=torch.float64)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from maml_rl.adaptation import adapt, map_tasks, meta_parameters, task_slice
+from maml_rl.adaptation import adapt, map_tasks, model_params, task_slice
 from maml_rl.config import load_config
 from maml_rl.episodes import PolicyBatch
 from maml_rl.family import load_family
@@ -32,7 +32,7 @@ def _batch(g, m=2, n=3, t=4, obs=3, act=2):
 def _rl_problem():
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(3, 2, (5,), "tanh", init_std=0.7).double()
-    params = {k: v.detach().clone().requires_grad_() for k, v in meta_parameters(policy).items()}
+    params = {k: v.detach().clone().requires_grad_() for k, v in model_params(policy).items()}
     g = torch.Generator().manual_seed(1)
     return policy, params, _batch(g), _batch(g)
 
@@ -97,7 +97,7 @@ def test_sampler_gives_padded_episodes_per_task():
     tasks = family.sample_tasks(3, np.random.default_rng(0))
     sampler = EpisodeSampler(family.env_id, {}, 3, 4, horizon=10, seed=0)
     policy = GaussianMLPPolicy(2, 2, (8,))
-    params = meta_parameters(policy)
+    params = model_params(policy)
     eps = sampler.sample(tasks, policy, params, per_task=False)
     assert eps.observations.shape == (3, 4, 10, 2) and eps.actions.shape == (3, 4, 10, 2)
     assert eps.mask.sum() == 3 * 4 * 10
@@ -161,7 +161,7 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
     ])
     learner = RLMetaLearner(config, load_family(config.env.id, {}), "cpu")
     assert learner.algorithm.trainable == ["mean.4.weight", "mean.4.bias"]
-    theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
+    theta = {k: v.detach().clone() for k, v in model_params(learner.model).items()}
     tasks = learner.family.sample_tasks(3, np.random.default_rng(0))
     _, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.5])
     # The evaluation protocol adapts the same way (it passes the model in explicitly).
@@ -171,7 +171,7 @@ def test_anil_adapts_only_the_policy_head_and_meta_learns_the_body(batching):
             moved = not torch.equal(params[name], value.expand_as(params[name]))
             assert moved == (name in learner.algorithm.trainable), name
     metrics = learner.meta_iteration(tasks)
-    after = meta_parameters(learner.model)
+    after = model_params(learner.model)
     assert metrics["trpo/accepted"] == 1.0
     assert not torch.equal(after["mean.0.weight"], theta["mean.0.weight"])
     assert not torch.equal(after["log_std"], theta["log_std"])
@@ -193,7 +193,7 @@ def test_metasgd_adapts_with_its_learned_rates_and_meta_learns_them():
     with torch.no_grad():  # distinct rates per entry, so a scalar step could not pass
         for r in learner.algorithm.rates.values():
             r.copy_(torch.rand(r.shape, generator=g, dtype=r.dtype) * 0.5)
-    theta = {k: v.detach().clone() for k, v in meta_parameters(learner.model).items()}
+    theta = {k: v.detach().clone() for k, v in model_params(learner.model).items()}
     tasks = learner.family.sample_tasks(2, np.random.default_rng(0))
     supports, adapted = learner.inner_loop(learner.support_sampler, tasks, [0.3])
     loss = INNER_RL_OBJECTIVES[config.inner.objective]

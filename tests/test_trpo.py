@@ -352,7 +352,7 @@ def test_trpo_step_at_an_optimum_takes_no_step():
 def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, first_order, discrete,
                                                                      anil):
     # anil: only the last layer adapts, so each inner step's Jacobian I - a M H is not symmetric.
-    from maml_rl.adaptation import adapt, meta_parameters
+    from maml_rl.adaptation import adapt, model_params
     from maml_rl.algorithms.anil import head_parameter_names
     from maml_rl.linalg import flat_product
     from maml_rl.meta_updates.curvature import mean_fisher_product, task_fisher_product
@@ -362,7 +362,7 @@ def test_fisher_product_equals_the_kl_hessian_through_the_adaptation(steps, firs
     torch.manual_seed(0)
     policy = (CategoricalMLPPolicy(3, 4, (5,), "tanh") if discrete
               else GaussianMLPPolicy(3, 2, (5,), "tanh", init_std=0.7)).double()
-    theta = {k: v.detach().clone().requires_grad_() for k, v in meta_parameters(policy).items()}
+    theta = {k: v.detach().clone().requires_grad_() for k, v in model_params(policy).items()}
     g = torch.Generator().manual_seed(1)
 
     def batch():

@@ -2,7 +2,7 @@
 
 An algorithm of the MAML family is (Finn et al. 2017, Algorithms 2 and 3, and its variants):
 
-- its meta-learned tensors, :meth:`Algorithm.parameters`: the model's parameters theta and any
+- its meta-learned tensors, :meth:`Algorithm.meta_parameters`: the model's parameters theta and any
   of its own (Meta-SGD's rates), checkpointed by :meth:`Algorithm.state_dict`;
 - its task adaptation rule, :meth:`Algorithm.inner_step`, by default Eq. (1)
   ``phi - alpha grad L(phi)`` on :attr:`Algorithm.trainable` with :meth:`Algorithm.rate`.
@@ -34,8 +34,8 @@ from maml_rl.adaptation import (
     inner_step,
     is_per_step,
     map_tasks,
+    model_params,
 )
-from maml_rl.adaptation import meta_parameters as model_parameters
 from maml_rl.config import Config, ConfigError
 
 
@@ -91,10 +91,10 @@ class Algorithm:
         """Meta-learned tensors besides the model's parameters, by name (Meta-SGD's rates)."""
         return {}
 
-    def parameters(self) -> list[Tensor]:
+    def meta_parameters(self) -> list[Tensor]:
         """Every meta-learned tensor: the model's, then :meth:`extra_parameters`, in the order
         of :meth:`meta_gradient`'s result."""
-        return [*model_parameters(self.model).values(), *self.extra_parameters().values()]
+        return [*model_params(self.model).values(), *self.extra_parameters().values()]
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds besides the model and the meta-update: the extra
@@ -150,13 +150,13 @@ class Algorithm:
         """The meta-gradient of one supervised meta-batch (tensors with a leading task
         dimension), one tensor per :meth:`parameters` entry, and the per-task post-adaptation
         query losses: by default the gradient of their mean, Eq. (3), through :meth:`adapt`."""
-        theta = model_parameters(self.model)
+        theta = model_params(self.model)
 
         def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
             return self.loss_fn(self.model, self.adapt(theta, task_support), task_query)
 
         losses = map_tasks(task_loss, _tensors(support), _tensors(query), batching=self.batching)
-        params = self.parameters()
+        params = self.meta_parameters()
         grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
         return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
                                                                         strict=True)],

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, meta_parameters
+from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks, model_params
 from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
 from maml_rl.linalg import (
@@ -187,7 +187,7 @@ class IMAML(Algorithm):
                              functional, o.backtracks)
 
     def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
-        theta = detached(meta_parameters(self.model))
+        theta = detached(model_params(self.model))
         with torch.no_grad():  # the inner gradient still runs: it enables grad itself
             adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), dict(support),
                                 batching=self.batching)

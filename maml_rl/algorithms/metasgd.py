@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import LossFn, Params, meta_parameters
+from maml_rl.adaptation import LossFn, Params, model_params
 from maml_rl.algorithms.maml import MAML
 from maml_rl.config import Config
 
@@ -22,7 +22,7 @@ def initial_rates(model: nn.Module, alpha: float) -> dict[str, nn.Parameter]:
     """Meta-SGD's learned rates, one per entry of every parameter of ``model``, all ``alpha``
     (in the checkpoint as the algorithm's ``rates``)."""
     return {name: nn.Parameter(torch.full_like(p.detach(), alpha))
-            for name, p in meta_parameters(model).items()}
+            for name, p in model_params(model).items()}
 
 
 class MetaSGD(MAML):

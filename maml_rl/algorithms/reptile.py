@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, meta_parameters
+from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, model_params
 from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
 from maml_rl.meta_updates.base import scheduled_lr
@@ -40,7 +40,7 @@ class Reptile(Algorithm):
 
     def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
         """``theta - mean_i theta_i`` and the query losses of the ``theta_i``."""
-        theta = detached(meta_parameters(self.model))
+        theta = detached(model_params(self.model))
 
         def task(task_support: Batch, task_query: Batch) -> tuple[Params, Tensor]:
             adapted = self.adapt(theta, task_support, self.functional)

@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from maml_rl.adaptation import adapt_tasks, map_tasks, meta_parameters
+from maml_rl.adaptation import adapt_tasks, map_tasks, model_params
 from maml_rl.algorithms import build_algorithm
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
@@ -60,7 +60,7 @@ class RLMetaLearner:
         self.algorithm = build_algorithm(config, self.model,
                                          INNER_RL_OBJECTIVES[config.inner.objective],
                                          self.batching)
-        self.meta_update = build_meta_update(config, self.algorithm.parameters())
+        self.meta_update = build_meta_update(config, self.algorithm.meta_parameters())
         self.sampler_factory = sampler_factory
         s = config.sampling
         self.support_sampler = self._sampler(family, s.meta_batch_size, s.support_size,
@@ -94,7 +94,7 @@ class RLMetaLearner:
         ``policy`` (default: the meta-learned model) is the module adapted from its own
         parameters: the evaluation adapts the baselines with this same loop."""
         model = self.model if policy is None else policy
-        params = {k: v.detach() for k, v in meta_parameters(model).items()}
+        params = {k: v.detach() for k, v in model_params(model).items()}
         supports: list[PolicyBatch] = []
         adapted = None
         for k in range(len(step_sizes)):
@@ -176,7 +176,7 @@ class RLMetaLearner:
                 sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), on_episodes, model
             )
             on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
-                                              meta_parameters(model), per_task=steps > 0))
+                                              model_params(model), per_task=steps > 0))
         sampler.close()
         return adapted
 

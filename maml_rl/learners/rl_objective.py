@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maml_rl.adaptation import Params, map_tasks, meta_parameters, task_slice, tree_map
+from maml_rl.adaptation import Params, map_tasks, model_params, task_slice, tree_map
 from maml_rl.algorithms import Algorithm
 from maml_rl.episodes import PolicyBatch
 from maml_rl.linalg import flat_product
@@ -36,12 +36,12 @@ class RLMetaBatch:
         self.algorithm, self.model = algorithm, algorithm.model
         self.supports, self.query, self.old_params = supports, query, old_params
         self.batching = batching
-        self.parameters = algorithm.parameters()
+        self.meta_parameters = algorithm.meta_parameters()
         self.num_tasks = int(query.mask.shape[0])
 
     def theta(self) -> Params:
         """A copy of the policy's current parameters (ProMP's pre-update reference)."""
-        return {k: v.detach().clone() for k, v in meta_parameters(self.model).items()}
+        return {k: v.detach().clone() for k, v in model_params(self.model).items()}
 
     def _map(self, fn: Callable[..., Any], tasks: int | None) -> Any:
         """``fn(task_supports, task_query, task_old)`` on every task (or the first ``tasks``:
@@ -52,7 +52,7 @@ class RLMetaBatch:
                          batching=self.batching)
 
     def _adapt(self, task_supports: list[PolicyBatch], first_order: bool | None = None) -> Params:
-        return self.algorithm.adapt(meta_parameters(self.model), list(task_supports),
+        return self.algorithm.adapt(model_params(self.model), list(task_supports),
                                     functional=self.batching == "vmap", first_order=first_order)
 
     def losses(self, values_only: bool = False, tasks: int | None = None
@@ -74,7 +74,7 @@ class RLMetaBatch:
 
     def fisher_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
         """Flat ``v -> H v`` of the mean KL over the first ``tasks`` tasks."""
-        algorithm, theta = self.algorithm, meta_parameters(self.model)
+        algorithm, theta = self.algorithm, model_params(self.model)
         rates = [algorithm.rate(a) for a in algorithm.config.inner_step_sizes()]
         products = [
             task_fisher_product(self.model, theta, algorithm.loss_fn,
@@ -93,7 +93,7 @@ class RLMetaBatch:
 
         def task(task_supports, task_query, task_old):
             adapted = self._adapt(task_supports)
-            params = meta_parameters(self.model)
+            params = model_params(self.model)
             return (clipped_surrogate_loss(self.model, adapted, task_query, clip_eps),
                     kl_divergence(self.model, old_theta, params, task_supports[0]),
                     kl_divergence(self.model, task_old, adapted, task_query))
@@ -105,9 +105,9 @@ class RLMetaBatch:
         surrogate, kl = self.losses()
         loss = surrogate.mean()
         check_finite("meta-loss", loss.detach())
-        grads = torch.autograd.grad(loss, self.parameters, allow_unused=True)
+        grads = torch.autograd.grad(loss, self.meta_parameters, allow_unused=True)
         return ([torch.zeros_like(p) if g is None else g
-                 for p, g in zip(self.parameters, grads, strict=True)],
+                 for p, g in zip(self.meta_parameters, grads, strict=True)],
                 {"surrogate/before": loss.item(), "kl": kl.mean().item()})
 
     def outer_lr(self) -> float | None:

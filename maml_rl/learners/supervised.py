@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from maml_rl.adaptation import Batch, meta_parameters
+from maml_rl.adaptation import Batch, model_params
 from maml_rl.algorithms import Algorithm, build_algorithm
 from maml_rl.config import Config
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
@@ -34,7 +34,7 @@ class SupervisedMetaBatch:
 
     def __init__(self, algorithm: Algorithm, support: Batch, query: Batch) -> None:
         self.algorithm, self.support, self.query = algorithm, support, query
-        self.parameters = algorithm.parameters()
+        self.meta_parameters = algorithm.meta_parameters()
 
     def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
         grads, losses = self.algorithm.meta_gradient(self.support, self.query)
@@ -66,7 +66,7 @@ class SupervisedMetaLearner:
         self.batching = config.task_batching(supervised=True, device=device)
         self.eval_batching = config.task_batching(supervised=True, device=device, evaluation=True)
         self.algorithm = build_algorithm(config, self.model, self.loss_fn, self.batching)
-        self.meta_update = build_meta_update(config, self.algorithm.parameters())
+        self.meta_update = build_meta_update(config, self.algorithm.meta_parameters())
         s = config.sampling
         self.sampler = SupervisedSampler(
             family.env_id, family.env_kwargs, s.meta_batch_size,
@@ -83,7 +83,7 @@ class SupervisedMetaLearner:
         cfg = self.config
         support, query = split_shots(self.sampler.sample(tasks), cfg.sampling.support_size)
         with torch.no_grad():  # before the update, so it is the same theta as the adaptation's
-            params = meta_parameters(self.model)
+            params = model_params(self.model)
             before = vmap(lambda q: self.loss_fn(self.model, params, q))(query).mean().item()
         metrics = self.meta_update.step(SupervisedMetaBatch(self.algorithm, support, query))
         return {"loss/pre_adaptation": before, **metrics}
@@ -94,7 +94,7 @@ class SupervisedMetaLearner:
         tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
         classification = family.supervised_loss == "cross_entropy"
         return evaluate_supervised(
-            self.model, meta_parameters(self.model), self.loss_fn, family.env_id,
+            self.model, model_params(self.model), self.loss_fn, family.env_id,
             family.env_kwargs, tasks,
             support_size=ev.support_size or self.config.sampling.support_size,
             query_size=ev.query_size or self.config.sampling.query_size,

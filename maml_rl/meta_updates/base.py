@@ -27,14 +27,15 @@ class NonFiniteError(RuntimeError):
 class MetaBatch(Protocol):
     """One meta-batch as a meta-update sees it (built by the learner each iteration).
 
-    Every meta-update needs :attr:`parameters` and :meth:`meta_gradient`. The RL meta-batch
+    Every meta-update needs :attr:`meta_parameters` and :meth:`meta_gradient`. The RL meta-batch
     (:class:`maml_rl.learners.rl_objective.RLMetaBatch`) also gives the per-task surrogate and KL
     and the curvature products that TRPO and ProMP use."""
 
-    parameters: list[Tensor]
+    #: Every meta-learned tensor (the policy's parameters, then e.g. Meta-SGD's rates).
+    meta_parameters: list[Tensor]
 
     def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
-        """One gradient per :attr:`parameters` entry (descent direction: the update subtracts
+        """One gradient per :attr:`meta_parameters` entry (descent direction: the update subtracts
         it) and the metrics to log."""
         ...
 

@@ -26,7 +26,7 @@ class PlainMetaUpdate(MetaUpdate):
         if lr is not None:
             set_lr(self.optimizer, lr)
         grads, metrics = batch.meta_gradient()
-        apply_meta_gradient(self.optimizer, batch.parameters, grads)
+        apply_meta_gradient(self.optimizer, batch.meta_parameters, grads)
         return {**metrics, **batch.after_step()}
 
 

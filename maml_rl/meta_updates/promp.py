@@ -37,7 +37,7 @@ class ProMPMetaUpdate(MetaUpdate):
         for epoch in range(meta.ppo_epochs):
             clipped, inner_kl, _ = batch.ppo_terms(old_theta)
             loss = clipped.mean() + meta.inner_kl_penalty * inner_kl.mean()
-            plain_meta_step(self.optimizer, loss, batch.parameters)
+            plain_meta_step(self.optimizer, loss, batch.meta_parameters)
             if epoch == 0:
                 first = clipped.mean().item()
         with torch.no_grad():

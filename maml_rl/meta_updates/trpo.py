@@ -273,7 +273,7 @@ class TRPOMetaUpdate(MetaUpdate):
                 return batch.losses(tasks=subset)[1].mean()
 
         info = trpo_step(
-            batch.parameters, loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
+            batch.meta_parameters, loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
             cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
             backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
             curvature_fn=curvature_fn, curvature_product=curvature_product,
