@@ -11,10 +11,10 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +22,11 @@ from torch import nn
 from torch.func import vmap
 
 from envs.tasks import task_to_json
-from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, task_slice
+from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, model_params, task_slice
 from maml_rl.sampling import SupervisedSampler, split_shots
+
+if TYPE_CHECKING:
+    from maml_rl.learners.reinforcement import RLMetaLearner
 
 #: Metrics that are scores (higher is better); every other metric is a loss.
 HIGHER_IS_BETTER = frozenset({"return", "accuracy"})
@@ -193,6 +196,60 @@ def evaluate_supervised(
                 )
     per_task = torch.cat(rows).cpu().numpy().astype(np.float64)
     return AdaptationCurve(method, metric, list(range(len(step_sizes) + 1)), per_task, list(tasks))
+
+
+def rl_adaptation_rollouts(
+    learner: RLMetaLearner, tasks: list[Any], steps: int, seed: int,
+    on_episodes: Callable[[int, Any], None], episodes: int | None = None,
+    policy: torch.nn.Module | None = None, env_wrapper: Callable[[Any], Any] | None = None,
+) -> Params | None:
+    """The evaluation protocol of the MAML paper (Sec. 5.3): adapt to each task with
+    ``steps`` inner steps at the evaluation step sizes (``evaluation.lr``, default
+    ``inner.lr``), sampling fresh episodes before every step and once more after the last.
+    ``on_episodes(k, episodes)`` sees the episodes of the policy after k steps, k = 0..steps.
+    Returns the adapted parameters stacked per task (None for 0 steps). Seeded by ``seed``
+    (environments and the policy's actions) without disturbing training's RNG state."""
+    ev = learner.config.evaluation
+    model = learner.model if policy is None else policy
+    # The held-out split where evaluation.env_kwargs names one.
+    sampler = learner.make_sampler(
+        learner.eval_family, len(tasks),
+        episodes or ev.support_size or learner.config.sampling.support_size, seed, env_wrapper)
+    device = learner.device
+    cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        _, adapted = learner.inner_loop(
+            sampler, tasks, learner.config.inner_step_sizes(steps, ev.lr), on_episodes, model
+        )
+        on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
+                                          model_params(model), per_task=steps > 0))
+    sampler.close()
+    return adapted
+
+
+def evaluate_rl(
+learner: RLMetaLearner, num_tasks: int, steps: int, seed: int, method: str | None = None,
+episodes: int | None = None, policy: torch.nn.Module | None = None,
+env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = None,
+) -> AdaptationCurve:
+    """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
+    with ``seed`` (:func:`rl_adaptation_rollouts`), or on the given ``tasks`` (anything the
+    family's ``set_task`` takes; ``num_tasks`` is then ignored); ``policy`` replaces the
+    meta-learned model (the comparison methods), ``env_wrapper`` wraps the batched env (the
+    oracle's view)."""
+    if tasks is None:
+        tasks = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
+    tasks = list(tasks)
+    per_step: list[torch.Tensor] = []
+    rl_adaptation_rollouts(
+        learner, tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
+        episodes, policy, env_wrapper,
+    )
+    per_task = torch.stack(per_step, dim=1).double().numpy()
+    # Named after the meta-learning algorithm by default, as the supervised curves are.
+    return AdaptationCurve(method or learner.config.algorithm, "return",
+                           list(range(steps + 1)), per_task, tasks)
 
 
 def format_table(curves: Sequence[AdaptationCurve]) -> str:

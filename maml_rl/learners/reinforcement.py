@@ -12,19 +12,18 @@ adaptation. Evaluation adapts with the same algorithm (the paper's protocol, Sec
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from maml_rl.adaptation import adapt_tasks, map_tasks, model_params
+from maml_rl.adaptation import Params, adapt_tasks, map_tasks, model_params
 from maml_rl.algorithms import build_algorithm
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
 from maml_rl.episodes import Episodes, PolicyBatch, process_episodes
-from maml_rl.evaluation import AdaptationCurve
+from maml_rl.evaluation import AdaptationCurve, evaluate_rl, rl_adaptation_rollouts
 from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.learners.rl_objective import RLMetaBatch
 from maml_rl.meta_updates import build_meta_update
@@ -63,9 +62,9 @@ class RLMetaLearner:
         self.meta_update = build_meta_update(config, self.algorithm.meta_parameters())
         self.sampler_factory = sampler_factory
         s = config.sampling
-        self.support_sampler = self._sampler(family, s.meta_batch_size, s.support_size,
+        self.support_sampler = self.make_sampler(family, s.meta_batch_size, s.support_size,
                                              config.seed)
-        self.query_sampler = self._sampler(family, s.meta_batch_size, s.query_size,
+        self.query_sampler = self.make_sampler(family, s.meta_batch_size, s.query_size,
                                            config.seed + 1)
         self._adapt_seconds = 0.0
 
@@ -74,8 +73,10 @@ class RLMetaLearner:
         """The meta-update's optimizer, if it has one (``meta.lr`` schedules act on it)."""
         return self.meta_update.optimizer
 
-    def _sampler(self, family: TaskFamily, num_tasks: int, episodes: int, seed: int,
-                 env_wrapper: EnvWrapper | None = None) -> Sampler:
+    def make_sampler(self, family: TaskFamily, num_tasks: int, episodes: int, seed: int,
+                     env_wrapper: EnvWrapper | None = None) -> Sampler:
+        """A sampler of ``episodes`` per task for ``num_tasks`` tasks of ``family`` (the run's
+        ``sampler_factory``; evaluation builds its own with its seed)."""
         return self.sampler_factory(family.env_id, family.env_kwargs, num_tasks, episodes,
                                     self.horizon, seed, self.device, env_wrapper)
 
@@ -152,55 +153,18 @@ class RLMetaLearner:
         })
         return metrics
 
-    def adaptation_rollouts(
-        self, tasks: list[Any], steps: int, seed: int, on_episodes: EpisodeHook,
-        episodes: int | None = None, policy: torch.nn.Module | None = None,
-        env_wrapper: EnvWrapper | None = None,
-    ) -> dict[str, torch.Tensor] | None:
-        """The evaluation protocol of the MAML paper (Sec. 5.3): adapt to each task with
-        ``steps`` inner steps at the evaluation step sizes (``evaluation.lr``, default
-        ``inner.lr``), sampling fresh episodes before every step and once more after the last.
-        ``on_episodes(k, episodes)`` sees the episodes of the policy after k steps, k = 0..steps.
-        Returns the adapted parameters stacked per task (None for 0 steps). Seeded by ``seed``
-        (environments and the policy's actions) without disturbing training's RNG state."""
-        ev = self.config.evaluation
-        model = self.model if policy is None else policy
-        # The held-out split where evaluation.env_kwargs names one.
-        sampler = self._sampler(self.eval_family, len(tasks),
-                                episodes or ev.support_size or self.config.sampling.support_size,
-                                seed, env_wrapper)
-        cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            _, adapted = self.inner_loop(
-                sampler, tasks, self.config.inner_step_sizes(steps, ev.lr), on_episodes, model
-            )
-            on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
-                                              model_params(model), per_task=steps > 0))
-        sampler.close()
-        return adapted
+    def adaptation_rollouts(self, tasks: list[Any], steps: int, seed: int,
+                            on_episodes: EpisodeHook, *args: Any, **kwargs: Any
+                            ) -> Params | None:
+        """The MAML paper's evaluation protocol on ``tasks``:
+        :func:`maml_rl.evaluation.rl_adaptation_rollouts` (same arguments)."""
+        return rl_adaptation_rollouts(self, tasks, steps, seed, on_episodes, *args, **kwargs)
 
-    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
-                 episodes: int | None = None, policy: torch.nn.Module | None = None,
-                 env_wrapper: EnvWrapper | None = None,
-                 tasks: Sequence[Any] | None = None) -> AdaptationCurve:
-        """Mean return per task after 0..steps inner steps on ``num_tasks`` held-out tasks drawn
-        with ``seed`` (:meth:`adaptation_rollouts`), or on the given ``tasks`` (anything the
-        family's ``set_task`` takes; ``num_tasks`` is then ignored); ``policy`` replaces the
-        meta-learned model (the comparison methods), ``env_wrapper`` wraps the batched env (the
-        oracle's view)."""
-        if tasks is None:
-            tasks = self.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
-        tasks = list(tasks)
-        per_step: list[torch.Tensor] = []
-        self.adaptation_rollouts(
-            tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
-            episodes, policy, env_wrapper,
-        )
-        per_task = torch.stack(per_step, dim=1).double().numpy()
-        # Named after the meta-learning algorithm by default, as the supervised curves are.
-        return AdaptationCurve(method or self.config.algorithm, "return",
-                               list(range(steps + 1)), per_task, tasks)
+    def evaluate(self, num_tasks: int, steps: int, seed: int, *args: Any,
+                 **kwargs: Any) -> AdaptationCurve:
+        """Mean return per held-out task after 0..steps inner steps:
+        :func:`maml_rl.evaluation.evaluate_rl` (same arguments)."""
+        return evaluate_rl(self, num_tasks, steps, seed, *args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
         return {
