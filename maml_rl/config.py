@@ -500,10 +500,6 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _resolve_algorithm(_build(Config, data))
 
 
-# Algorithms whose inner loop is first order by construction (no Hessian term to drop).
-_FIRST_ORDER_BY_CONSTRUCTION = ("reptile", "imaml")
-
-
 def _resolve_algorithm(config: Config) -> Config:
     """Check the keys that depend on ``algorithm`` and make ``fomaml`` and
     ``inner.first_order: true`` one setting, so the written config reads consistently."""
@@ -520,22 +516,8 @@ def _resolve_algorithm(config: Config) -> Config:
         )
     if name == "fomaml":
         config.inner.first_order = True
-    if config.inner.first_order and name in _FIRST_ORDER_BY_CONSTRUCTION:
-        raise ConfigError(
-            f"inner.first_order: true has no meaning for algorithm '{name}' (first order by "
-            "construction); allowed with: maml, fomaml, metasgd, anil"
-        )
-    if name == "metasgd":
-        if config.evaluation.lr is not None:
-            raise ConfigError(
-                f"evaluation.lr: {config.evaluation.lr!r} is not used by algorithm 'metasgd' "
-                "(it adapts with its learned rates); allowed: null"
-            )
-        if isinstance(config.inner.lr, list) and len(set(config.inner.lr)) > 1:
-            raise ConfigError(
-                f"inner.lr: algorithm 'metasgd' initialises its learned rates from one number, "
-                f"got {config.inner.lr!r}"
-            )
+    # What an algorithm requires of the other keys is checked by the algorithm itself
+    # (Algorithm.check, through maml_rl.validation.validate).
     return config
 
 

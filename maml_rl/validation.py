@@ -19,8 +19,14 @@ def validate(config: Config, family: TaskFamily, eval_family: TaskFamily | None 
     """Raise :class:`ConfigError` when ``config`` cannot run on ``family`` (``eval_family``:
     the held-out tasks' family, default ``family``)."""
     eval_family = eval_family or family
-    ALGORITHMS[config.algorithm].check(config.algorithm, config, family.supervised,
-                                       family.env_id, rl_algorithms())
+    algorithm = ALGORITHMS[config.algorithm]
+    if config.inner.first_order and algorithm.first_order_by_construction:
+        allowed = [n for n, cls in ALGORITHMS.items() if not cls.first_order_by_construction]
+        raise ConfigError(
+            f"inner.first_order: true has no meaning for algorithm '{config.algorithm}' (first "
+            f"order by construction); allowed with: {', '.join(allowed)}"
+        )
+    algorithm.check(config.algorithm, config, family.supervised, family.env_id, rl_algorithms())
     meta = config.meta
     if family.supervised:
         if META_UPDATES[meta.optimizer].needs_policy:

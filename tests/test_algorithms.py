@@ -30,6 +30,7 @@ from maml_rl.meta_updates.plain import PlainMetaUpdate
 from maml_rl.objectives import mse_loss
 from maml_rl.policies import RegressionMLP
 from maml_rl.trainer import Trainer, build_learner
+from maml_rl.validation import validate
 
 BATCHINGS = ["vmap", "loop"]
 
@@ -417,7 +418,8 @@ def test_imaml_first_evaluation_step_is_a_plain_gradient_step():
 
 def _error(overrides):
     with pytest.raises(ConfigError) as info:
-        load_config(None, overrides)
+        config = load_config(None, overrides)
+        validate(config, load_family(config.env.id, config.env.kwargs))
     message = str(info.value)
     assert "\n" not in message
     return message

@@ -51,6 +51,9 @@ class Algorithm:
     fisher_curvature: ClassVar[bool] = True
     #: Why the Fisher products do not apply, for the error message.
     fisher_reason: ClassVar[str] = "its inner step is not the plain gradient step they assume"
+    #: Whether the inner loop is first order by construction (``inner.first_order`` then has no
+    #: meaning: Reptile, iMAML).
+    first_order_by_construction: ClassVar[bool] = False
     #: Names of the parameters that adapt in the inner loop (None: all of them; ANIL: the head).
     trainable: Sequence[str] | None = None
 
@@ -67,10 +70,16 @@ class Algorithm:
         self.first_order = config.inner.first_order
 
     @classmethod
+    def check_config(cls, name: str, config: Config) -> None:
+        """Raise a one-line :class:`ConfigError` when other keys contradict this algorithm
+        (subclasses add their own rules)."""
+
+    @classmethod
     def check(cls, name: str, config: Config, supervised: bool, env_id: str,
               rl_names: Sequence[str]) -> None:
         """Raise a one-line :class:`ConfigError` when ``config`` asks of this algorithm what it
         cannot do on this family (``rl_names``: the algorithms that run on RL families)."""
+        cls.check_config(name, config)
         if supervised:
             return
         if not cls.supports_rl:

@@ -168,6 +168,7 @@ class IMAML(Algorithm):
     """iMAML: a proximal inner solver (gradient or Newton-CG steps) and the CG implicit gradient."""
 
     supports_rl = False  # its meta-gradient is implicit, not a gradient through the adaptation
+    first_order_by_construction = True
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from maml_rl.adaptation import LossFn, Params, model_params
 from maml_rl.algorithms.maml import MAML
-from maml_rl.config import Config
+from maml_rl.config import Config, ConfigError
 
 
 def initial_rates(model: nn.Module, alpha: float) -> dict[str, nn.Parameter]:
@@ -29,6 +29,19 @@ class MetaSGD(MAML):
     """MAML with a learned per-parameter inner learning rate ``alpha``."""
 
     fisher_reason = "its learned rates are TRPO parameters too"
+
+    @classmethod
+    def check_config(cls, name: str, config: Config) -> None:
+        if config.evaluation.lr is not None:
+            raise ConfigError(
+                f"evaluation.lr: {config.evaluation.lr!r} is not used by algorithm '{name}' "
+                "(it adapts with its learned rates); allowed: null"
+            )
+        if isinstance(config.inner.lr, list) and len(set(config.inner.lr)) > 1:
+            raise ConfigError(
+                f"inner.lr: algorithm '{name}' initialises its learned rates from one number, "
+                f"got {config.inner.lr!r}"
+            )
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)

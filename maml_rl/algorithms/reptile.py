@@ -25,6 +25,7 @@ class Reptile(Algorithm):
     """Reptile; its inner rule is plain SGD, at training and at evaluation."""
 
     supports_rl = False  # its meta-gradient is a displacement, not a gradient of the surrogate
+    first_order_by_construction = True
 
     def __init__(self, config: Config, model: nn.Module, loss_fn: LossFn, batching: str) -> None:
         super().__init__(config, model, loss_fn, batching)
