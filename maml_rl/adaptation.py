@@ -203,5 +203,4 @@ def adapted_losses(
                         functional=functional)
         return loss_fn(model, adapted, task_query)
 
-    tensors = lambda b: {k: v for k, v in b.items() if isinstance(v, Tensor)}  # noqa: E731
-    return map_tasks(task_loss, tensors(support), tensors(query), batching=batching)
+    return map_tasks(task_loss, support, query, batching=batching)

@@ -39,6 +39,15 @@ class Episodes:
         return int(self.mask.sum().item())
 
 
+class ShotBatch(NamedTuple):
+    """A supervised task's shots: ``inputs`` and ``targets`` with leading task and shot
+    dimensions (``[M, S, ...]``), or one task's (``[S, ...]``); a pytree, so ``vmap`` maps
+    over it."""
+
+    inputs: Tensor
+    targets: Tensor
+
+
 class PolicyBatch(NamedTuple):
     """What the RL losses read of a batch of episodes (like stable-baselines3's
     ``RolloutBufferSamples``): tensors ``[..., N, T, ...]`` with any leading task dimension; a

@@ -124,11 +124,10 @@ def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
     if not query_batch:
         return metric_fn
 
-    def metric(model: nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        shots = next(iter(batch.values())).shape[0]
-        batches = {
-            k: v.reshape(shots // query_batch, query_batch, *v.shape[1:]) for k, v in batch.items()
-        }
+    def metric(model: nn.Module, params: Params, batch: Any) -> torch.Tensor:
+        shots = batch[0].shape[0]
+        batches = type(batch)(*(v.reshape(shots // query_batch, query_batch, *v.shape[1:])
+                                for v in batch))
         return vmap(lambda b: metric_fn(model, params, b))(batches).mean()
 
     return metric

@@ -7,25 +7,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maml_rl.adaptation import Batch, Params, forward
-from maml_rl.episodes import PolicyBatch
+from maml_rl.adaptation import Params, forward
+from maml_rl.episodes import PolicyBatch, ShotBatch
 
 
-def mse_loss(model: nn.Module, params: Params, batch: Batch) -> Tensor:
+def mse_loss(model: nn.Module, params: Params, batch: ShotBatch) -> Tensor:
     """Mean squared error of the regression (MAML paper, Sec. 5.1)."""
-    return F.mse_loss(forward(model, params, batch["inputs"]), batch["targets"])
+    return F.mse_loss(forward(model, params, batch.inputs), batch.targets)
 
 
-def cross_entropy_loss(model: nn.Module, params: Params, batch: Batch) -> Tensor:
+def cross_entropy_loss(model: nn.Module, params: Params, batch: ShotBatch) -> Tensor:
     """Cross-entropy of the logits against integer labels (few-shot classification)."""
-    logits = forward(model, params, batch["inputs"])
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
+    logits = forward(model, params, batch.inputs)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1))
 
 
-def accuracy(model: nn.Module, params: Params, batch: Batch) -> Tensor:
+def accuracy(model: nn.Module, params: Params, batch: ShotBatch) -> Tensor:
     """Fraction of correctly classified inputs."""
-    logits = forward(model, params, batch["inputs"])
-    return (logits.argmax(-1) == batch["targets"]).float().mean()
+    logits = forward(model, params, batch.inputs)
+    return (logits.argmax(-1) == batch.targets).float().mean()
 
 
 SUPERVISED_LOSSES = {"mse": mse_loss, "cross_entropy": cross_entropy_loss}

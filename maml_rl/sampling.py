@@ -26,7 +26,7 @@ from torch.func import vmap
 from envs.generic import family_metadata, make_task_vector_env
 from envs.vector import EnvOutputError
 from maml_rl.adaptation import forward
-from maml_rl.episodes import Episodes
+from maml_rl.episodes import Episodes, ShotBatch
 from maml_rl.meta_updates.base import NonFiniteError
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
 
@@ -82,7 +82,8 @@ class _VectorEnvSampler:
 class SupervisedSampler(_VectorEnvSampler):
     """K-shot data of M tasks in one vectorised env step.
 
-    Returns ``{"inputs": [M, S, *obs_shape], "targets": [M, S, *target_shape]}``. Sub-env
+    Returns a :class:`ShotBatch` of ``inputs [M, S, *obs_shape]``, ``targets [M, S,
+    *target_shape]``. Sub-env
     randomness is seeded once from ``seed`` and then carried on (its state is checkpointed via
     :meth:`rng_state`), so re-seeding costs nothing per iteration.
 
@@ -129,7 +130,7 @@ class SupervisedSampler(_VectorEnvSampler):
         inputs = torch.as_tensor(inputs).reshape(*shape, *inputs.shape[1:])
         targets = torch.as_tensor(targets)
         targets = targets.reshape(*shape, *targets.shape[1:]).to(self._target_dtype)
-        return {"inputs": inputs.to(self.device), "targets": targets.to(self.device)}
+        return ShotBatch(inputs.to(self.device), targets.to(self.device))
 
     def _one_step(self) -> tuple[np.ndarray, np.ndarray]:
         inputs, _ = self.env.reset()
@@ -137,12 +138,9 @@ class SupervisedSampler(_VectorEnvSampler):
         return np.asarray(inputs), np.asarray(info["target"])
 
 
-def split_shots(batch: dict[str, torch.Tensor], first: int):
+def split_shots(batch: ShotBatch, first: int) -> tuple[ShotBatch, ShotBatch]:
     """Split ``[M, S, ...]`` tensors along the shot dim into ``[:first]`` and ``[first:]``."""
-    return (
-        {k: v[:, :first] for k, v in batch.items()},
-        {k: v[:, first:] for k, v in batch.items()},
-    )
+    return (ShotBatch(*(v[:, :first] for v in batch)), ShotBatch(*(v[:, first:] for v in batch)))
 
 
 class EpisodeSampler(_VectorEnvSampler):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from maml_rl.adaptation import adapt, adapted_losses, forward, model_params
+from maml_rl.episodes import ShotBatch
 from maml_rl.objectives import cross_entropy_loss, mse_loss
 from maml_rl.policies import RegressionMLP
 
@@ -13,10 +14,10 @@ def _problem(num_tasks=3, seed=0):
     model = RegressionMLP(1, 1, (6, 5), "tanh").double()
     params = {k: v.detach().clone().requires_grad_() for k, v in model_params(model).items()}
     g = torch.Generator().manual_seed(seed)
-    data = lambda n: {  # noqa: E731
-        "inputs": torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
-        "targets": torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
-    }
+    data = lambda n: ShotBatch(  # noqa: E731
+        inputs=torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
+        targets=torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
+    )
     return model, params, data(5), data(7)
 
 
@@ -59,8 +60,8 @@ def test_first_order_equals_gradient_without_hessian_term():
     # a leaf (the d theta'/d theta = I - alpha H factor replaced by I), averaged over tasks.
     expected = [torch.zeros_like(p) for p in params.values()]
     for i in range(3):
-        s = {k: v[i] for k, v in support.items()}
-        q = {k: v[i] for k, v in query.items()}
+        s = ShotBatch(*(v[i] for v in support))
+        q = ShotBatch(*(v[i] for v in query))
         inner = torch.autograd.grad(mse_loss(model, params, s), list(params.values()))
         adapted = {
             k: (p - alpha * g).detach().requires_grad_()
@@ -91,8 +92,8 @@ def test_vmap_over_tasks_equals_python_loop(first_order):
 def test_adapt_does_not_mutate_the_module_and_takes_a_batch_per_step():
     model, params, support, _ = _problem(num_tasks=1)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    s0 = {k: v[0] for k, v in support.items()}
-    s1 = {k: v[0].flip(0) * 2 for k, v in support.items()}
+    s0 = ShotBatch(*(v[0] for v in support))
+    s1 = ShotBatch(*(v[0].flip(0) * 2 for v in support))
     two_batches = adapt(model, params, mse_loss, [s0, s1], [0.1, 0.1])
     one_step = adapt(model, params, mse_loss, s0, [0.1])
     manual = adapt(model, one_step, mse_loss, s1, [0.1])
@@ -105,14 +106,14 @@ def test_adapt_does_not_mutate_the_module_and_takes_a_batch_per_step():
 
 def test_inner_step_lowers_the_support_loss():
     model, params, support, _ = _problem(num_tasks=1)
-    s = {k: v[0] for k, v in support.items()}
+    s = ShotBatch(*(v[0] for v in support))
     adapted = adapt(model, params, mse_loss, s, [0.1] * 5)
     assert mse_loss(model, adapted, s) < mse_loss(model, params, s)
 
 
 def test_trainable_subset_leaves_other_parameters_untouched():
     model, params, support, _ = _problem(num_tasks=1)
-    s = {k: v[0] for k, v in support.items()}
+    s = ShotBatch(*(v[0] for v in support))
     head = ["net.4.weight", "net.4.bias"]
     adapted = adapt(model, params, mse_loss, s, [0.1], trainable=head)
     for k in params:
@@ -123,17 +124,17 @@ def test_trainable_subset_leaves_other_parameters_untouched():
 def test_cross_entropy_reads_integer_targets():
     model = RegressionMLP(2, 3, (4,))
     params = model_params(model)
-    batch = {"inputs": torch.randn(5, 2), "targets": torch.tensor([0, 1, 2, 1, 0])}
-    expected = torch.nn.functional.cross_entropy(forward(model, params, batch["inputs"]),
-                                                 batch["targets"])
+    batch = ShotBatch(inputs=torch.randn(5, 2), targets=torch.tensor([0, 1, 2, 1, 0]))
+    expected = torch.nn.functional.cross_entropy(forward(model, params, batch.inputs),
+                                                 batch.targets)
     torch.testing.assert_close(cross_entropy_loss(model, params, batch), expected)
 
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_functional_and_autograd_backends_agree(first_order):
     model, params, support, query = _problem(num_tasks=1)
-    s = {k: v[0] for k, v in support.items()}
-    q = {k: v[0] for k, v in query.items()}
+    s = ShotBatch(*(v[0] for v in support))
+    q = ShotBatch(*(v[0] for v in query))
     outs = []
     for functional in (True, False):
         adapted = adapt(model, params, mse_loss, s, [0.2, 0.1], first_order, functional=functional)
@@ -147,7 +148,7 @@ def test_functional_and_autograd_backends_agree(first_order):
 
 def test_adapt_works_on_parameters_that_do_not_require_grad():
     model, params, support, _ = _problem(num_tasks=1)
-    s = {k: v[0] for k, v in support.items()}
+    s = ShotBatch(*(v[0] for v in support))
     frozen = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         a = adapt(model, frozen, mse_loss, s, [0.1])

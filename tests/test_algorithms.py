@@ -22,6 +22,7 @@ from maml_rl.config import (
     load_config,
     save_config,
 )
+from maml_rl.episodes import ShotBatch
 from maml_rl.family import load_family
 from maml_rl.learners.supervised import SupervisedMetaBatch
 from maml_rl.logger import read_metrics
@@ -39,10 +40,10 @@ def _problem(num_tasks=3, hidden=(6, 5), in_dim=1, seed=0):
     torch.manual_seed(seed)
     model = RegressionMLP(in_dim, 1, hidden, "tanh").double()
     g = torch.Generator().manual_seed(seed)
-    data = lambda n: {  # noqa: E731
-        "inputs": torch.randn(num_tasks, n, in_dim, generator=g, dtype=torch.float64),
-        "targets": torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
-    }
+    data = lambda n: ShotBatch(  # noqa: E731
+        inputs=torch.randn(num_tasks, n, in_dim, generator=g, dtype=torch.float64),
+        targets=torch.randn(num_tasks, n, 1, generator=g, dtype=torch.float64),
+    )
     return model, data(5), data(7)
 
 
@@ -58,7 +59,7 @@ def _plain_update(algorithm):
 
 
 def _task(batch, i):
-    return {k: v[i] for k, v in batch.items()}
+    return ShotBatch(*(v[i] for v in batch))
 
 
 def _grad(loss, params):
@@ -233,13 +234,13 @@ def _linear_regression_problem(num_tasks=2, in_dim=3):
 
 
 def _design(batch):
-    x = batch["inputs"]
+    x = batch.inputs
     return torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype)], dim=-1)
 
 
 def _closed_form(theta_vec, support, lam):
     """phi* = argmin (1/n)||A phi - y||^2 + lam/2 ||phi - theta||^2, per task."""
-    a, y = _design(support), support["targets"][..., 0]
+    a, y = _design(support), support.targets[..., 0]
     n, dim = a.shape[1], a.shape[2]
     hessian = 2 / n * a.transpose(1, 2) @ a
     rhs = lam * theta_vec + 2 / n * (a.transpose(1, 2) @ y[..., None])[..., 0]
@@ -260,7 +261,7 @@ def test_imaml_implicit_gradient_equals_the_exact_one_on_a_quadratic(batching):
     # Exact: differentiate the query loss through the closed-form solution of the inner problem.
     theta_leaf = theta_vec.detach().clone().requires_grad_()
     phi_star = _closed_form(theta_leaf, support, lam)
-    a_q, y_q = _design(query), query["targets"][..., 0]
+    a_q, y_q = _design(query), query.targets[..., 0]
     exact_loss = (((a_q @ phi_star[..., None])[..., 0] - y_q) ** 2).mean(dim=1).mean()
     (exact,) = torch.autograd.grad(exact_loss, theta_leaf)
     # Implicit: (I + H/lam)^-1 grad L_q(phi*) by conjugate gradient, at the same phi*.
@@ -280,7 +281,7 @@ def _assert_exact_implicit_gradient(imaml, theta_vec, support, query, lam):
     """iMAML's meta-gradient equals the query loss's gradient through the closed-form proximal
     solution of the linear regression."""
     theta_leaf = theta_vec.clone().requires_grad_()
-    a_q, y_q = _design(query), query["targets"][..., 0]
+    a_q, y_q = _design(query), query.targets[..., 0]
     pred = (a_q @ _closed_form(theta_leaf, support, lam)[..., None])[..., 0]
     (exact,) = torch.autograd.grad(((pred - y_q) ** 2).mean(dim=1).mean(), theta_leaf)
     grads, _ = imaml.meta_gradient(support, query)
@@ -325,7 +326,7 @@ def test_imaml_newton_cg_step_solves_the_quadratic_inner_problem_in_one_step(bat
     detached_theta = {k: v.detach() for k, v in theta.items()}
     with torch.no_grad():
         phis = map_tasks(lambda b: imaml.adapt(detached_theta, b, functional=batching == "vmap"),
-                         dict(support), batching=batching)
+                         support, batching=batching)
     got = torch.cat([phis["net.0.weight"].flatten(1), phis["net.0.bias"]], dim=1)
     torch.testing.assert_close(got, phi_star, rtol=1e-9, atol=1e-10)
     # A gradient step of the same size is nowhere near it (the test can tell).

@@ -20,6 +20,7 @@ from envs.omniglot_data import OmniglotDataError, load_omniglot, split_alphabets
 from maml_rl.adaptation import adapted_losses, model_params
 from maml_rl.cli import train_main
 from maml_rl.config import ConfigError, load_config
+from maml_rl.episodes import ShotBatch
 from maml_rl.evaluation import batched_metric
 from maml_rl.objectives import cross_entropy_loss
 from maml_rl.policies import ConvClassifier, RegressionMLP, build_model
@@ -278,11 +279,11 @@ def test_support_and_query_are_class_balanced_and_disjoint(tiny_kwargs):
     tasks = OmniglotEnv(**tiny_kwargs).sample_tasks(6, np.random.default_rng(2))
     for _ in range(2):  # a second draw of the same tasks is balanced too
         support, query = split_shots(sampler.sample(tasks), ways * k)
-        assert support["inputs"].shape == (6, 3, 1, 28, 28) and query["targets"].shape == (6, 9)
+        assert support.inputs.shape == (6, 3, 1, 28, 28) and query.targets.shape == (6, 9)
         for i in range(6):
-            assert torch.bincount(support["targets"][i], minlength=ways).tolist() == [k] * ways
-            assert torch.bincount(query["targets"][i], minlength=ways).tolist() == [q] * ways
-            images = torch.cat([support["inputs"][i], query["inputs"][i]]).flatten(1)
+            assert torch.bincount(support.targets[i], minlength=ways).tolist() == [k] * ways
+            assert torch.bincount(query.targets[i], minlength=ways).tolist() == [q] * ways
+            images = torch.cat([support.inputs[i], query.inputs[i]]).flatten(1)
             assert torch.unique(images, dim=0).shape[0] == ways * (k + q), "an image repeats"
 
 
@@ -324,10 +325,10 @@ def test_vmap_over_tasks_equals_loop_for_the_paper_models(model_kind, first_orde
         model = RegressionMLP(shape, 5, (16, 8), batch_norm=True).double()
     params = {k: v.detach().clone().requires_grad_() for k, v in model_params(model).items()}
     g = torch.Generator().manual_seed(0)
-    data = lambda n: {  # noqa: E731
-        "inputs": torch.rand(3, n, *shape, generator=g, dtype=torch.float64),
-        "targets": torch.randint(0, 5, (3, n), generator=g),
-    }
+    data = lambda n: ShotBatch(  # noqa: E731
+        inputs=torch.rand(3, n, *shape, generator=g, dtype=torch.float64),
+        targets=torch.randint(0, 5, (3, n), generator=g),
+    )
     support, query = data(5), data(10)
     results = {}
     for batching in ("vmap", "loop"):
@@ -398,13 +399,13 @@ def test_query_batches_are_predicted_on_their_own(tiny_kwargs):
                                 seed=0)
     tasks = OmniglotEnv(**tiny_kwargs).sample_tasks(1, np.random.default_rng(0))
     _, query = split_shots(sampler.sample(tasks), ways)
-    query = {k: v[0] for k, v in query.items()}  # 3 examples per class, in label order
+    query = ShotBatch(*(v[0] for v in query))  # 3 examples per class, in label order
     torch.manual_seed(0)
     model = ConvClassifier((1, 28, 28), ways, filters=4)
     params = model_params(model)
     batched = batched_metric(cross_entropy_loss, ways)(model, params, query)
     by_hand = torch.stack([
-        cross_entropy_loss(model, params, {k: v[i : i + ways] for k, v in query.items()})
+        cross_entropy_loss(model, params, ShotBatch(*(v[i : i + ways] for v in query)))
         for i in range(0, 3 * ways, ways)
     ]).mean()
     torch.testing.assert_close(batched, by_hand)

@@ -164,7 +164,7 @@ class Algorithm:
         def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
             return self.loss_fn(self.model, self.adapt(theta, task_support), task_query)
 
-        losses = map_tasks(task_loss, _tensors(support), _tensors(query), batching=self.batching)
+        losses = map_tasks(task_loss, support, query, batching=self.batching)
         params = self.meta_parameters()
         grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
         return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
@@ -179,10 +179,6 @@ class Algorithm:
     def after_meta_step(self) -> dict[str, float]:
         """Called after each meta-update; the algorithm's own metrics."""
         return {}
-
-
-def _tensors(batch: Batch) -> dict[str, Tensor]:
-    return {k: v for k, v in batch.items() if isinstance(v, Tensor)}
 
 
 def detached(params: Params) -> Params:

@@ -148,7 +148,7 @@ def implicit_meta_gradient(
     params = list(leaves.values())
 
     def task_losses(batch: Batch) -> Tensor:
-        return map_tasks(lambda p, b: loss_fn(model, p, b), leaves, dict(batch),
+        return map_tasks(lambda p, b: loss_fn(model, p, b), leaves, batch,
                          batching=batching)
 
     with torch.enable_grad():
@@ -190,7 +190,7 @@ class IMAML(Algorithm):
     def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
         theta = detached(model_params(self.model))
         with torch.no_grad():  # the inner gradient still runs: it enables grad itself
-            adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), dict(support),
+            adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), support,
                                 batching=self.batching)
         grads, losses = implicit_meta_gradient(self.model, self.loss_fn, adapted, support, query,
                                                self.options.lam, self.options.cg_steps,

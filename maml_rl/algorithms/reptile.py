@@ -48,7 +48,7 @@ class Reptile(Algorithm):
             return adapted, self.loss_fn(self.model, adapted, task_query)
 
         with torch.no_grad():  # the inner gradient still runs: it enables grad itself
-            adapted, losses = map_tasks(task, dict(support), dict(query), batching=self.batching)
+            adapted, losses = map_tasks(task, support, query, batching=self.batching)
         return [theta[k] - adapted[k].mean(0) for k in theta], losses
 
     def outer_lr(self) -> float:
