@@ -10,9 +10,16 @@ iteration is dropped as warm-up and the medians of the others are printed.
     python benchmarks/bench_iteration.py configs/navigation_2d.yaml threads=1 --iterations 8 \\
         --variant "" --variant "policy.hidden_sizes=[64,64] policy.nonlinearity=tanh"
 
-The closest peer's seconds per iteration on this kind of machine (tristandeleu/pytorch-maml-rl,
-../shared/REFERENCE.md, measured separately) are 5.6 s for 2D navigation (20 x 20 x 100, 64-64
-tanh) and 22.7 s for HalfCheetah velocity at horizon 100 (40 x 20 x 100, 64-64 tanh).
+The peer-shaped workload (our code at tristandeleu/pytorch-maml-rl's 2D-navigation sizes: 20
+tasks x 20 + 20 episodes x 100 steps, 64-64 tanh, second order), exact and cheaper curvature,
+interleaved over rounds:
+
+    python benchmarks/bench_iteration.py configs/navigation_2d.yaml threads=2 \\
+        "policy.hidden_sizes=[64,64]" policy.nonlinearity=tanh --iterations 8 --rounds 3 \\
+        --variant "" --variant "meta.hvp_task_fraction=0.25"
+
+The closest peer's own seconds per iteration (tristandeleu/pytorch-maml-rl, measured separately,
+since it cannot run from this repository) are on the speed page, docs/results/speed.md.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=None,
                         help="quoted key=value overrides of one variant (repeatable)")
     parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the variants round-robin this many times (ratios within a "
+                             "round are measured under the same load)")
     args = parser.parse_intermixed_args()
     if args.iterations < 2:
         parser.error("--iterations: must be >= 2 (the first is dropped as warm-up)")
@@ -48,20 +58,28 @@ def main() -> None:
     width = max(len("(config)"), *(len(v) for v in variants)) + 2
     print(f"  {'variant':<{width}}" + "".join(f"{name:>11}" for _, name in COLUMNS)
           + f"{'steps/s':>10}{'post-adapt':>11}")
-    for variant in variants:
-        overrides = [*args.overrides, *variant.split(), *QUIET,
-                     f"training.iterations={args.iterations}"]
-        config = load_config(args.config, overrides)
-        with tempfile.TemporaryDirectory() as run_dir:
-            start = time.perf_counter()
-            Trainer(config, run_dir).train()
-            wall = time.perf_counter() - start
-            rows = read_metrics(Path(run_dir))[1:]
-        medians = [statistics.median(r[key] for r in rows) for key, _ in COLUMNS]
-        steps = statistics.median(r["perf/env_steps_per_s"] for r in rows)
-        post = rows[-1]["return/post_adaptation"]
-        print(f"  {variant or '(config)':<{width}}" + "".join(f"{m:>10.2f}s" for m in medians)
-              + f"{steps:>10.0f}{post:>11.1f}   ({wall:.0f} s wall)")
+    for round_ in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"  round {round_}")
+        for variant in variants:
+            _run(args, variant, width)
+
+
+def _run(args: argparse.Namespace, variant: str, width: int) -> None:
+    """Train one variant from scratch and print its line."""
+    overrides = [*args.overrides, *variant.split(), *QUIET,
+                 f"training.iterations={args.iterations}"]
+    config = load_config(args.config, overrides)
+    with tempfile.TemporaryDirectory() as run_dir:
+        start = time.perf_counter()
+        Trainer(config, run_dir).train()
+        wall = time.perf_counter() - start
+        rows = read_metrics(Path(run_dir))[1:]
+    medians = [statistics.median(r[key] for r in rows) for key, _ in COLUMNS]
+    steps = statistics.median(r["perf/env_steps_per_s"] for r in rows)
+    post = rows[-1]["return/post_adaptation"]
+    print(f"  {variant or '(config)':<{width}}" + "".join(f"{m:>10.2f}s" for m in medians)
+          + f"{steps:>10.0f}{post:>11.1f}   ({wall:.0f} s wall)")
 
 
 if __name__ == "__main__":
