@@ -71,6 +71,10 @@ class SinusoidEnv(gym.Env):
     def get_task(self) -> SinusoidTask:
         return self._task
 
+    def target(self, x: np.ndarray) -> np.ndarray:
+        """The current task's function at inputs ``x`` (the evaluation's fits figure draws it)."""
+        return sinusoid(np.asarray(x), self._task.amplitude, self._task.phase)
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._x = self.np_random.uniform(*self.x_range, size=1).astype(np.float32)

@@ -323,6 +323,14 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     at = "" if iteration is None else f", iteration {iteration}"
     title = f"{config.env.id}, run {ns.run_dir.resolve().name}{at}"
     written = list(write_results(curves, out, title).values())
+    if getattr(learner, "eval_batching", None) is not None:  # a supervised learner
+        import numpy as np
+
+        from maml_rl.evaluation import plot_fits, plots_fits
+
+        if plots_fits(learner.eval_family):
+            shown = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))[:4]
+            written.append(plot_fits(learner, shown, steps, seed, out / "fits.png", title))
     if ns.video:
         from maml_rl.videos import record_adaptation
 

@@ -22,7 +22,15 @@ from torch import nn
 from torch.func import vmap
 
 from envs.tasks import task_to_json
-from maml_rl.adaptation import LossFn, Params, StepFn, inner_step, model_params, task_slice
+from maml_rl.adaptation import (
+    LossFn,
+    Params,
+    StepFn,
+    forward,
+    inner_step,
+    model_params,
+    task_slice,
+)
 from maml_rl.sampling import SupervisedSampler, split_shots
 
 if TYPE_CHECKING:
@@ -391,3 +399,74 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path, title: str 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plots_fits(family: Any) -> bool:
+    """Whether :func:`plot_fits` applies: a regression family (MSE) with scalar inputs."""
+    space = family.observation_space
+    return family.supervised_loss == "mse" and tuple(getattr(space, "shape", ())) == (1,)
+
+
+def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: str | Path,
+              title: str = "") -> Path:
+    """The MAML paper's Fig. 2 for a run: per task, its ``evaluation.support_size`` support
+    points, the task's true function (when the env has ``target(x)``, as the sinusoid does) and
+    the model's predictions before adaptation, after 1 step and after ``steps`` steps of the
+    run's inner step (``learner``: a supervised learner)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config, family, model = learner.config, learner.eval_family, learner.model
+    ev = config.evaluation
+    support_size = ev.support_size or config.sampling.support_size
+    sampler = SupervisedSampler(family.env_id, family.env_kwargs, len(tasks), support_size, seed,
+                                learner.device)
+    support = sampler.sample(list(tasks))
+    sampler.close()
+    space = family.observation_space
+    grid = torch.linspace(float(space.low[0]), float(space.high[0]), 200,
+                          dtype=support.inputs.dtype, device=support.inputs.device)[:, None]
+    theta = {k: v.detach() for k, v in model_params(model).items()}
+    sizes = config.inner_step_sizes(steps, ev.lr)
+    shown = sorted({0, min(1, steps), steps})
+    env = family.unwrapped
+    cols = min(len(tasks), 4)
+    fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.0), squeeze=False)
+    for i, (ax, task) in enumerate(zip(axes.flat, tasks, strict=False)):
+        shots = task_slice(support, i)
+        if callable(getattr(env, "target", None)):
+            env.set_task(task)
+            truth = env.target(grid.cpu().numpy())
+            ax.plot(grid[:, 0].cpu(), truth, color="k", lw=1.2, ls="--", label="true")
+        phi = theta
+        with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
+            for k in range(steps + 1):
+                if k in shown:
+                    prediction = forward(model, phi, grid)[:, 0].cpu()
+                    ax.plot(grid[:, 0].cpu(), prediction,
+                            label=f"after {k} step{'s' if k != 1 else ''}" if k else "before")
+                if k < steps:
+                    phi = learner.algorithm.inner_step(theta, phi, shots, sizes[k],
+                                                       learner.eval_batching == "vmap")
+        ax.plot(shots.inputs[:, 0].cpu(), shots.targets[:, 0].cpu(), "^", color="tab:red",
+                ms=6, label=f"{support_size} support points")
+        ax.set_title(_task_text(task), fontsize="small")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize="x-small", loc="best")
+    if title:
+        fig.suptitle(title, fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _task_text(task: Any) -> str:
+    values = task_to_json(task)
+    if isinstance(values, dict):
+        return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in values.items())
+    return str(values)

@@ -373,3 +373,22 @@ def test_curve_reports_median_and_diverging_tasks(tmp_path):
     returns = AdaptationCurve("maml", "return", [0, 1, 2],
                               np.array([[-30.0, -5.0, -20.0], [-40.0, -10.0, np.nan]]))
     assert returns.diverged == [0, 0, 1] and returns.median[:2] == [-35.0, -7.5]
+
+
+def test_evaluate_draws_the_fits_of_a_regression_family(tmp_path):
+    """The MAML paper's Fig. 2 for a run: support points, the true sine, and the model before
+    and after adaptation, for the first held-out tasks of the evaluation (regression only)."""
+    config = load_config("configs/sinusoid.yaml", [
+        "training.iterations=3", "evaluation.at_end=false", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu"])
+    Trainer(config, tmp_path / "run").train()
+    assert evaluate_main([str(tmp_path / "run"), "--steps", "2", "--tasks", "6",
+                          "--out", str(tmp_path / "out")]) == 0
+    fits = tmp_path / "out" / "fits.png"
+    assert fits.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from envs.sinusoid import SinusoidEnv, SinusoidTask
+
+    env = SinusoidEnv()
+    env.set_task(SinusoidTask(2.0, 0.5))
+    np.testing.assert_allclose(env.target(np.array([[0.5], [0.5 + np.pi / 2]])),
+                               [[0.0], [2.0]], atol=1e-6)
