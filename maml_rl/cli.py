@@ -339,3 +339,48 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     print(format_table(curves))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def plot_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``scripts/plot.py`` and ``maml-plot``: training curves of runs (mean and
+    band over seeds for runs of one config) as a PNG; 0 done, 2 a mistake (one line)."""
+    parser = argparse.ArgumentParser(
+        prog="plot.py", description="Training curves of runs from their metrics.csv; runs that "
+        "differ only in seed are drawn as their mean with a band of one standard deviation.")
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories")
+    parser.add_argument("--metric", action="append", default=None,
+                        help="a metrics.csv column (repeatable; default: pre- and "
+                             "post-adaptation return or loss)")
+    parser.add_argument("--smooth", type=int, default=10, help="running-mean width (default 10)")
+    parser.add_argument("--out", type=Path, default=Path("training.png"),
+                        help="PNG to write (default: training.png); never an existing file "
+                             "unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true")
+    ns = parser.parse_args(argv)
+    try:
+        from maml_rl.logger import read_metrics
+        from maml_rl.plots import plot_runs
+
+        for run in ns.run_dirs:
+            if not (run / "metrics.csv").is_file() or not (run / "config.yaml").is_file():
+                raise ConfigError(f"'{run}' is not a run directory (no metrics.csv and "
+                                  "config.yaml); give folders written by train.py")
+            rows = read_metrics(run)
+            if not rows:
+                raise ConfigError(f"'{run}/metrics.csv' has no iterations yet")
+            missing = [m for m in ns.metric or [] if m not in rows[0]]
+            if missing:
+                raise ConfigError(f"--metric: {', '.join(missing)} not in '{run}/metrics.csv'; "
+                                  f"its columns: {', '.join(rows[0])}")
+        if ns.smooth < 1:
+            raise ConfigError(f"--smooth: must be >= 1, got {ns.smooth}")
+        if ns.out.exists() and not ns.overwrite:
+            raise ConfigError(f"--out: '{ns.out}' exists; pass --overwrite to replace it")
+        path = plot_runs(ns.run_dirs, ns.out, ns.metric, ns.smooth)
+    except (ConfigError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return _interrupted("while plotting")
+    print(f"wrote {path}")
+    return 0

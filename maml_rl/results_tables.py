@@ -161,36 +161,12 @@ def render_block(name: str, folder: str | None = None) -> str:
 
 def plot_training(name: str) -> Path:
     """``pretrained/NAME/training.png``: pre- and post-adaptation return (or loss) per
-    meta-iteration, with a 10-iteration running mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    meta-iteration, with a 10-iteration running mean (:func:`maml_rl.plots.plot_runs`)."""
+    from maml_rl.plots import plot_runs
 
     run = ROOT / "pretrained" / name
-    rows = read_metrics(run)
-    kind = "return" if "return/post_adaptation" in rows[0] else "loss"
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    iterations = np.array([r["iteration"] for r in rows])
-    for when in ("pre", "post"):
-        values = np.array([r[f"{kind}/{when}_adaptation"] for r in rows], dtype=float)
-        (line,) = ax.plot(iterations, values, alpha=0.25)
-        width = min(10, len(values))
-        smooth = np.convolve(values, np.ones(width) / width, mode="valid")
-        ax.plot(iterations[width - 1:], smooth, color=line.get_color(),
-                label=f"{when}-adaptation (running mean of {width})")
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel(f"training {kind}")
     config = load_config(run / "config.yaml")
-    ax.set_title(f"{config.env.id}, pretrained/{name}", fontsize="medium")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = run / "training.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plot_runs([run], run / "training.png", title=f"{config.env.id}, pretrained/{name}")
 
 
 def _render_page(text: str) -> str:
