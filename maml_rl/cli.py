@@ -304,7 +304,9 @@ def default_evaluation_dir(ns: argparse.Namespace) -> Path:
 
 def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                     tasks: list[Any] | None, iteration: int | None) -> int:
-    from maml_rl.evaluation import format_table, write_results
+    import numpy as np
+
+    from maml_rl.evaluation import check_mergeable, format_table, write_results
 
     ev = config.evaluation
     num_tasks = len(tasks) if tasks is not None else ns.tasks or ev.num_tasks
@@ -312,6 +314,15 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     seed = ev.seed if ns.seed is None else ns.seed
     out = ns.out or default_evaluation_dir(ns)
     fixed = {} if tasks is None else {"tasks": tasks}  # RL learners only (checked above)
+    # Refuse a folder holding other methods' curves on other tasks before any rollout.
+    planned = tasks if tasks is not None else learner.eval_family.sample_tasks(
+        num_tasks, np.random.default_rng(seed))
+    methods = {config.algorithm}
+    if ns.baselines:
+        from maml_rl.comparison import METHODS
+
+        methods |= set(METHODS)
+    check_mergeable(planned, methods, out)
     curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
     if ns.baselines:
         from maml_rl.comparison import evaluate_baselines
@@ -324,8 +335,6 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     title = f"{config.env.id}, run {ns.run_dir.resolve().name}{at}"
     written = list(write_results(curves, out, title).values())
     if getattr(learner, "eval_batching", None) is not None:  # a supervised learner
-        import numpy as np
-
         from maml_rl.evaluation import plot_fits, plots_fits
 
         if plots_fits(learner.eval_family):

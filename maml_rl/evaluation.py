@@ -293,24 +293,34 @@ def merge_curves(
     evaluation never deletes earlier results, and a re-run method replaces its own curve only.
     Raises :class:`ResultsMismatchError` when a kept curve was measured on other tasks (one
     folder, one set of held-out tasks, so that every row of its table is comparable)."""
+    if not new:
+        return []
+    kept = check_mergeable(new[0].tasks, {c.method for c in new}, out_dir)
+    return [*new, *kept]
+
+
+def check_mergeable(tasks: Sequence[Any], methods: set[str], out_dir: str | Path
+                    ) -> list[AdaptationCurve]:
+    """The curves of ``out_dir/results.json`` that an evaluation of ``methods`` on ``tasks``
+    keeps; :class:`ResultsMismatchError` when one of them was measured on other tasks. Called
+    before evaluating too, so that a mismatch costs no rollouts."""
     path = Path(out_dir) / "results.json"
-    if not path.is_file() or not new:
-        return list(new)
+    if not path.is_file():
+        return []
     try:
         existing = read_results(path)
     except (ValueError, KeyError, TypeError) as err:
         raise ResultsMismatchError(f"'{path}' is not a results file written by maml-rl ({err}); "
                                    "move it away or write to another folder (--out)") from None
-    tasks = new[0].to_dict()["tasks"]
-    methods = {c.method for c in new}
+    wanted = [task_to_json(t) for t in tasks]
     kept = [c for c in existing if c.method not in methods]
     for c in kept:
-        if c.to_dict()["tasks"] != tasks:
+        if c.to_dict()["tasks"] != wanted:
             raise ResultsMismatchError(
                 f"'{path}' holds the curve of '{c.method}' on other held-out tasks than this "
                 "evaluation's; write to another folder (--out DIR) to keep both"
             )
-    return [*new, *kept]
+    return kept
 
 
 def write_results(

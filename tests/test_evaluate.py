@@ -392,3 +392,26 @@ def test_evaluate_draws_the_fits_of_a_regression_family(tmp_path):
     env.set_task(SinusoidTask(2.0, 0.5))
     np.testing.assert_allclose(env.target(np.array([[0.5], [0.5 + np.pi / 2]])),
                                [[0.0], [2.0]], atol=1e-6)
+
+
+def test_a_folder_of_other_tasks_is_refused_before_any_rollout(tmp_path, monkeypatch, capsys):
+    config = load_config("configs/sinusoid.yaml", [
+        "training.iterations=2", "evaluation.at_end=false", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu"])
+    Trainer(config, tmp_path / "run").train()
+    other = AdaptationCurve("pretrained", "mse", [0, 1], np.ones((2, 2)),
+                            [{"amplitude": 1.0, "phase": 0.0}, {"amplitude": 2.0, "phase": 1.0}])
+    write_results([other], tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+
+    def no_rollouts(*args, **kwargs):
+        raise AssertionError("evaluated before checking the output folder")
+
+    from maml_rl.learners.supervised import SupervisedMetaLearner
+
+    monkeypatch.setattr(SupervisedMetaLearner, "evaluate", no_rollouts)
+    assert evaluate_main([str(tmp_path / "run"), "--tasks", "5", "--steps", "1",
+                          "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds the curve of 'pretrained' on other held-out" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
