@@ -99,9 +99,11 @@ def import_family_module(module: str, search_dirs: Sequence[str | Path] = ()) ->
                 tried.append(str(where))
         except Exception as err:  # the user's module raised while importing: name where
             raise ValueError(_import_failure(module, err)) from None
+    where = "in the current directory or next to the config file" if search_dirs else (
+        "in the current directory")
     raise ValueError(
         f"env.module: cannot import '{module}': looked in {', '.join(tried)}; put {module}.py "
-        "in the current directory or next to the config file, or install it"
+        f"{where}, or install it"
     )
 
 
