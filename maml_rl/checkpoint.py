@@ -65,6 +65,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the checkpoint the permissions of the run's other files.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except OSError as err:
         if tmp is not None:
