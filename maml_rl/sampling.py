@@ -103,6 +103,7 @@ class SupervisedSampler(_VectorEnvSampler):
         device: str | torch.device = "cpu",
     ) -> None:
         self.num_tasks, self.shots, self.device = num_tasks, shots, torch.device(device)
+        self.env_id = env_id
         self.sequential = bool(family_metadata(env_id).get("sequential_shots", False))
         num_envs = num_tasks if self.sequential else num_tasks * shots
         self.env = make_task_vector_env(env_id, num_envs, **env_kwargs)
@@ -127,6 +128,15 @@ class SupervisedSampler(_VectorEnvSampler):
             self.env.set_tasks([task for task in tasks for _ in range(self.shots)])
             inputs, targets = self._one_step()
         shape = (self.num_tasks, self.shots)
+        for name, values in (("input", inputs), ("target", targets)):
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                # Task-major: rows i * shots .. (i + 1) * shots - 1 belong to task i.
+                row = int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1))
+                                         .all(axis=1))[0])
+                raise NonFiniteError(
+                    f"env '{self.env_id}' returned a non-finite {name} for task "
+                    f"{tasks[row // self.shots]!r}; its reset()/step() must return finite values"
+                )
         inputs = torch.as_tensor(inputs).reshape(*shape, *inputs.shape[1:])
         targets = torch.as_tensor(targets)
         targets = targets.reshape(*shape, *targets.shape[1:]).to(self._target_dtype)

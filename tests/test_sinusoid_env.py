@@ -65,3 +65,24 @@ def test_set_tasks_checks_length():
     vec = SinusoidVectorEnv(num_envs=3)
     with pytest.raises(ValueError, match="needs 3 tasks, got 2"):
         vec.set_tasks([SinusoidTask(1.0, 0.0)] * 2)
+
+
+def test_a_non_finite_target_is_named_with_env_and_task(monkeypatch):
+    from maml_rl.meta_updates.base import NonFiniteError
+    from maml_rl.sampling import SupervisedSampler
+
+    sampler = SupervisedSampler("maml/Sinusoid-v0", {}, num_tasks=2, shots=3, seed=0)
+    tasks = sampler.env.sample_tasks(2, np.random.default_rng(0))
+    real = sampler._one_step
+
+    def nan_in_task_1():
+        inputs, targets = real()
+        targets = targets.copy()
+        targets[4] = np.nan  # row 4 = task 1, shot 1
+        return inputs, targets
+
+    monkeypatch.setattr(sampler, "_one_step", nan_in_task_1)
+    with pytest.raises(NonFiniteError, match=r"env 'maml/Sinusoid-v0' returned a non-finite "
+                                             r"target for task .*amplitude"):
+        sampler.sample(tasks)
+    sampler.close()
