@@ -102,8 +102,8 @@ def import_family_module(module: str, search_dirs: Sequence[str | Path] = ()) ->
     where = "in the current directory or next to the config file" if search_dirs else (
         "in the current directory")
     raise ValueError(
-        f"env.module: cannot import '{module}': looked in {', '.join(tried)}; put {module}.py "
-        f"{where}, or install it"
+        f"env.module: cannot import '{module}': looked in {', '.join(tried)}; put "
+        f"{module.replace('.', '/')}.py {where}, or install it"
     )
 
 

@@ -101,15 +101,20 @@ def train_main(argv: list[str] | None = None) -> int:
     try:
         from envs.vector import EnvOutputError
         from maml_rl.checkpoint import CheckpointWriteError
+        from maml_rl.family import module_dirs, record_module_dir
         from maml_rl.meta_updates.base import NonFiniteError
         from maml_rl.trainer import Trainer
 
         args = parse_train_args(argv)
         args.config.resolve_device()
-        if args.config.env.module:
-            import_family_module(args.config.env.module, [args.config_dir])
+        module = args.config.env.module
+        if module:
+            import_family_module(module, module_dirs(args.run_dir) if args.resume
+                                 else [args.config_dir])
         trainer = Trainer(args.config, args.run_dir, resume=args.resume,
                           overwrite=args.overwrite)
+        if module:
+            record_module_dir(args.run_dir, module)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -235,7 +240,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
     from envs.vector import EnvOutputError
     from maml_rl.checkpoint import restore
-    from maml_rl.family import load_family
+    from maml_rl.family import load_family, module_dirs
     from maml_rl.meta_updates.base import NonFiniteError
     from maml_rl.seeding import seed_everything
     from maml_rl.trainer import build_learner
@@ -250,7 +255,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
         seed_everything(config.seed)
         if config.env.module:
-            import_family_module(config.env.module, [ns.run_dir])
+            import_family_module(config.env.module, module_dirs(ns.run_dir))
         family = load_family(config.env.id, config.env.kwargs, config.env.module)
         if family.supervised and (ns.baselines or ns.video):
             flag = "--baselines" if ns.baselines else "--video"

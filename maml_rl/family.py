@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -108,3 +110,28 @@ def load_family(env_id: str, env_kwargs: dict[str, Any], module: str = "") -> Ta
         max_episode_steps=spec.max_episode_steps if spec is not None else None,
         _env=env,
     )
+
+
+#: The file of a run directory naming the folder its ``env.module`` was imported from, so that
+#: evaluating or resuming the run from another folder finds the module again.
+MODULE_DIR_FILE = "env_module_dir"
+
+
+def record_module_dir(run_dir: str | Path, module: str) -> None:
+    """Write the folder from which ``module`` (imported already) is importable into
+    ``run_dir`` (nothing for a module without a file)."""
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if not file:
+        return
+    root = Path(file).resolve().parent
+    for _ in range(module.count(".") + (Path(file).name == "__init__.py")):
+        root = root.parent
+    (Path(run_dir) / MODULE_DIR_FILE).write_text(f"{root}\n")
+
+
+def module_dirs(run_dir: str | Path) -> list[Path]:
+    """Where a run's ``env.module`` is looked for besides the importable modules and the current
+    folder: the run directory, and the folder recorded at training."""
+    recorded = Path(run_dir) / MODULE_DIR_FILE
+    extra = [Path(recorded.read_text().strip())] if recorded.is_file() else []
+    return [Path(run_dir), *extra]

@@ -28,7 +28,7 @@ from envs.registration import import_family_module
 from maml_rl.adaptation import Params, forward, model_params
 from maml_rl.checkpoint import CHECKPOINT_NAME, restore
 from maml_rl.config import Config, ConfigError, load_config
-from maml_rl.family import TaskFamily, load_family
+from maml_rl.family import TaskFamily, load_family, module_dirs
 
 __all__ = ["AdaptedPolicy", "Run", "load_run"]
 
@@ -112,7 +112,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
     config = load_config(path / "config.yaml")
     config.device = device
     if config.env.module:
-        import_family_module(config.env.module, [path])
+        import_family_module(config.env.module, module_dirs(path))
     family = load_family(config.env.id, config.env.kwargs, config.env.module)
     learner = build_learner(config, family, device)
     state = restore(learner, Path(checkpoint) if checkpoint else path / CHECKPOINT_NAME, config,

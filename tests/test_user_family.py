@@ -86,3 +86,21 @@ def test_a_missing_family_module_is_one_line_naming_where_it_looked(tmp_path, ca
     assert err.startswith("error: env.module: cannot import 'not_here'") and "\n" not in err
     assert str(tmp_path) in err  # the config's folder was searched
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_with_its_module_beside_it_trains_and_evaluates_from_another_folder(tmp_path):
+    """``env.module`` next to the config file, the commands run from elsewhere: training finds
+    the module beside the config, and evaluating the run (in a new process, from yet another
+    folder) finds it through the folder the run recorded."""
+    scripts = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PATH=f"{scripts}{os.pathsep}{env.get('PATH', '')}", OMP_NUM_THREADS="1")
+    config = REPO / "tests" / "examples" / "point_1d.yaml"
+    (tmp_path / "elsewhere").mkdir()
+    for cwd, line in ((tmp_path, f"maml-train {config} training.iterations=2 "
+                                 "logging.progress=false --run-dir run"),
+                      (tmp_path / "elsewhere", "maml-evaluate ../run --tasks 2 --steps 1")):
+        proc = subprocess.run(shlex.split(line), cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+    assert (tmp_path / "run" / "eval" / "results.json").is_file()
