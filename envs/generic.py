@@ -24,7 +24,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 
 from envs.registration import NAMESPACE, register_all
 from envs.tasks import thaw_task
-from envs.vector import observation_shape_error, reset_mask_from, seeds_for
+from envs.vector import generators_from, observation_shape_error, reset_mask_from, seeds_for
 
 TASK_METHODS = ("sample_tasks", "set_task")
 VECTOR_TASK_METHODS = ("sample_tasks", "set_tasks")
@@ -97,10 +97,15 @@ class TaskSyncVectorEnv(VectorEnv):
     # -- episodes ----------------------------------------------------------------------------
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         mask = reset_mask_from(options, self.num_envs)
-        env_options = {k: v for k, v in (options or {}).items() if k != "reset_mask"} or None
+        generators = generators_from(options, self.num_envs)
+        env_options = {k: v for k, v in (options or {}).items()
+                       if k not in ("reset_mask", "np_random")} or None
         infos: dict[str, Any] = {}
         for i, single_seed in enumerate(seeds_for(seed, self.num_envs)):
             if mask[i]:
+                if generators is not None:  # gymnasium.Env.np_random is settable
+                    self.envs[i].np_random = generators[i]
+                    single_seed = None
                 self._env_obs[i], info = self.envs[i].reset(seed=single_seed, options=env_options)
                 infos = self._add_info(infos, info, i)
         self._gather_observations("reset")

@@ -17,6 +17,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from envs.vector import generators_from
+
 
 @dataclass(frozen=True)
 class SinusoidTask:
@@ -146,6 +148,9 @@ class SinusoidVectorEnv(VectorEnv):
             seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed
             # The same seeding as gymnasium.Env.reset, so sub-env i matches SinusoidEnv.
             self._rngs = [gym.utils.seeding.np_random(s)[0] for s in seeds]
+        generators = generators_from(options, self.num_envs)
+        if generators is not None:
+            self._rngs = generators
         low, high = self.single_env.x_range
         self._x[:, 0] = [rng.uniform(low, high) for rng in self._rngs]
         return self._x.copy(), {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -12,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envs.registration import import_family_module
+from maml_rl.checkpoint import CHECKPOINT_NAME
 from maml_rl.config import Config, ConfigError, load_config, read_yaml_file
+from maml_rl.distributed import (
+    DistributedError,
+    ProcessGroup,
+    init_process_group,
+    restart_count,
+)
 from maml_rl.evaluation import ResultsMismatchError
 
 if TYPE_CHECKING:
@@ -95,9 +103,31 @@ def _fault_message(err: BaseException, trainer: Trainer) -> str:
     return f"{err}; the last good checkpoint is kept: {kept}"
 
 
+def _rank_zero() -> bool:
+    """True unless this is a torchrun worker of rank > 0 (which prints nothing but its own
+    faults: every rank would print the same lines)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _under_torchrun(args: TrainArgs, group: ProcessGroup) -> TrainArgs:
+    """Every process writes (rank 0) or reads the run directory rank 0 named; after a restart
+    by ``torchrun --max-restarts`` the run continues from its last checkpoint."""
+    run_dir = Path(group.gather(str(args.run_dir))[0])
+    resume, overwrite = args.resume, args.overwrite
+    if restart_count() > 0 and not resume:
+        if (run_dir / CHECKPOINT_NAME).is_file():
+            resume, overwrite = True, False
+        elif run_dir.is_dir():  # the failed attempt wrote no checkpoint: start it again
+            overwrite = True
+    return TrainArgs(args.config, run_dir, resume, overwrite, args.config_dir)
+
+
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/train.py`` and ``maml-train``; returns the exit status: 0 done,
-    2 a mistake or fault (one line on stderr), 130 interrupted (the checkpoint is kept)."""
+    2 a mistake or fault (one line on stderr), 130 interrupted (the checkpoint is kept).
+    Under ``torchrun`` each process trains its share of the meta-batch; rank 0 prints."""
+    say = print if _rank_zero() else (lambda *args, **kwargs: None)
+    group = None
     try:
         from envs.vector import EnvOutputError
         from maml_rl.checkpoint import CheckpointWriteError
@@ -106,40 +136,55 @@ def train_main(argv: list[str] | None = None) -> int:
         from maml_rl.trainer import Trainer
 
         args = parse_train_args(argv)
-        args.config.resolve_device()
+        device = args.config.resolve_device()
+        group = init_process_group(device, args.config.distributed.timeout_s)
+        if group.distributed:
+            args = _under_torchrun(args, group)
         module = args.config.env.module
         if module:
             import_family_module(module, module_dirs(args.run_dir) if args.resume
                                  else [args.config_dir])
         trainer = Trainer(args.config, args.run_dir, resume=args.resume,
-                          overwrite=args.overwrite)
-        if module:
+                          overwrite=args.overwrite, group=group)
+        if module and group.is_main:
             record_module_dir(args.run_dir, module)
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ConfigError, ValueError, DistributedError) as err:
+        say(f"error: {err}", file=sys.stderr)
+        return _finish(group, 2)
     except KeyboardInterrupt:
-        return _interrupted("before training started")
+        return _finish(group, _interrupted("before training started"))
     # stdout: stderr is kept for problems, so that a fault reads as one line there.
-    print(f"run directory: {args.run_dir}")
+    say(f"run directory: {args.run_dir}")
     try:
         result = trainer.train()
     except (CheckpointWriteError, EnvOutputError, NonFiniteError) as err:
+        # A fault of this process's own share: it says so whatever its rank.
         print(f"error: {_fault_message(err, trainer)}", file=sys.stderr)
-        return 2
+        return _finish(group, 2)
+    except DistributedError as err:
+        say(f"error: {err}; the last checkpoint is kept: {trainer._last_checkpoint()}",
+            file=sys.stderr)
+        return _finish(group, 2)
     except KeyboardInterrupt:  # while a checkpoint or log was being written: those are atomic
-        print(f"interrupted; the last checkpoint in {args.run_dir} is intact. Resume with: "
-              f"maml-train --resume {args.run_dir}", file=sys.stderr)
-        return 130
+        say(f"interrupted; the last checkpoint in {args.run_dir} is intact. Resume with: "
+            f"maml-train --resume {args.run_dir}", file=sys.stderr)
+        return _finish(group, 130)
     if result.message:
         prefix = "error: " if result.status == "non-finite" else ""
-        print(prefix + result.message, file=sys.stderr)
+        say(prefix + result.message, file=sys.stderr)
     if result.status == "completed":
         # On stdout, after the evaluation table: where the run and its results are.
-        print(f"run directory: {args.run_dir}")
+        say(f"run directory: {args.run_dir}")
         for path in result.evaluation_files:
-            print(f"  {path}")
-    return {"completed": 0, "interrupted": 130}.get(result.status, 2)
+            say(f"  {path}")
+    return _finish(group, {"completed": 0, "interrupted": 130}.get(result.status, 2))
+
+
+def _finish(group: ProcessGroup | None, status: int) -> int:
+    """Leave the process group (a clean exit, so torchrun does not report a crash)."""
+    if group is not None and status == 0:
+        group.close()
+    return status
 
 
 EVALUATE_USAGE = ("evaluate.py RUN_DIR [evaluation.key=value ...] [--checkpoint FILE] [--steps K] "

@@ -260,6 +260,17 @@ class LoggingConfig:
     """Show a progress bar."""
 
 
+@dataclass
+class DistributedConfig:
+    """Runs launched by ``torchrun`` (docs/guide/scaling.md); ignored in one process."""
+
+    timeout_s: float = field(default=300.0, metadata=_range(gt=0))
+    """Seconds a collective waits for the other processes before the run stops with one line
+    naming the cause (a process that died or hung), instead of waiting forever."""
+    check_every: int = field(default=10, metadata=_range(ge=0))
+    """Every this many iterations, check that the meta-parameters are bit-identical on every
+    process (0: never)."""
+
 
 
 @dataclass
@@ -291,6 +302,8 @@ class Config:
     """Evaluation."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Logging."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Several processes (torchrun)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the policy runs: ``cpu``, ``cuda``, or ``auto`` (cuda when available)."""
     seed: int = 0

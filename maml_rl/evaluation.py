@@ -32,6 +32,7 @@ from maml_rl.adaptation import (
     task_slice,
 )
 from maml_rl.sampling import SupervisedSampler, split_shots
+from maml_rl.seeding import EVALUATION_STREAM, episode_keys
 
 if TYPE_CHECKING:
     from maml_rl.learners.reinforcement import RLMetaLearner
@@ -160,13 +161,16 @@ def evaluate_supervised(
     device: str | torch.device = "cpu",
     step_fn: StepFn | None = None,
     query_batch: int = 0,
+    first_task: int = 0,
 ) -> AdaptationCurve:
     """Adapt to each task on ``support_size`` shots with ``len(step_sizes)`` steps (the same
     support set at each step, as in the paper) and measure ``metric_fn`` (default: the loss) on
     ``query_size`` fresh shots after 0..K steps. ``step_fn`` is the algorithm's inner step
     (:meth:`maml_rl.algorithms.Algorithm.inner_step`, the one training adapts with);
     None is MAML's plain gradient step. ``query_batch`` > 0 measures the metric on consecutive
-    query batches of that size and averages them (``EvaluationConfig.query_batch``)."""
+    query batches of that size and averages them (``EvaluationConfig.query_batch``). The shots
+    of ``tasks[i]`` are seeded by ``seed`` and its index ``first_task + i`` in the whole
+    held-out set, whatever the chunks or processes the set is split into."""
     metric_fn = batched_metric(metric_fn or loss_fn, query_batch)
     params = {k: v.detach() for k, v in params.items()}
     if step_fn is None:
@@ -187,7 +191,9 @@ def evaluate_supervised(
         sampler = SupervisedSampler(
             env_id, env_kwargs, len(chunk), support_size + query_size, seed + start, device
         )
-        support, query = split_shots(sampler.sample(chunk), support_size)
+        ids = range(first_task + start, first_task + start + len(chunk))
+        shots = sampler.sample(chunk, episode_keys(seed, EVALUATION_STREAM, 0, 0, ids))
+        support, query = split_shots(shots, support_size)
         sampler.close()
         with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
             if batching == "vmap":
@@ -209,28 +215,31 @@ def rl_adaptation_rollouts(
     learner: RLMetaLearner, tasks: list[Any], steps: int, seed: int,
     on_episodes: Callable[[int, Any], None], episodes: int | None = None,
     policy: torch.nn.Module | None = None, env_wrapper: Callable[[Any], Any] | None = None,
+    first_task: int = 0,
 ) -> Params | None:
     """The evaluation protocol of the MAML paper (Sec. 5.3): adapt to each task with
     ``steps`` inner steps at the evaluation step sizes (``evaluation.lr``, default
     ``inner.lr``), sampling fresh episodes before every step and once more after the last.
     ``on_episodes(k, episodes)`` sees the episodes of the policy after k steps, k = 0..steps.
-    Returns the adapted parameters stacked per task (None for 0 steps). Seeded by ``seed``
-    (environments and the policy's actions) without disturbing training's RNG state."""
+    Returns the adapted parameters stacked per task (None for 0 steps). The episodes of
+    ``tasks[i]`` are seeded by ``seed`` and its index ``first_task + i`` in the held-out set
+    (environments and the policy's actions), without disturbing training's RNG state."""
     ev = learner.config.evaluation
     model = learner.model if policy is None else policy
     # The held-out split where evaluation.env_kwargs names one.
     sampler = learner.make_sampler(
         learner.eval_family, len(tasks),
         episodes or ev.support_size or learner.config.sampling.support_size, seed, env_wrapper)
-    device = learner.device
-    cuda = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        _, adapted = learner.inner_loop(
-            sampler, tasks, learner.config.inner_step_sizes(steps, ev.lr), on_episodes, model
-        )
-        on_episodes(steps, sampler.sample(tasks, model, adapted if steps else
-                                          model_params(model), per_task=steps > 0))
+    ids = range(first_task, first_task + len(tasks))
+
+    def keys(k: int) -> list:
+        return episode_keys(seed, EVALUATION_STREAM, 0, k, ids)
+
+    _, adapted = learner.inner_loop(
+        sampler, tasks, learner.config.inner_step_sizes(steps, ev.lr), on_episodes, model, keys
+    )
+    on_episodes(steps, sampler.sample(tasks, model, adapted if steps else model_params(model),
+                                      per_task=steps > 0, keys=keys(steps)))
     sampler.close()
     return adapted
 
@@ -248,12 +257,17 @@ env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = N
     if tasks is None:
         tasks = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
     tasks = list(tasks)
-    per_step: list[torch.Tensor] = []
-    rl_adaptation_rollouts(
-        learner, tasks, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
-        episodes, policy, env_wrapper,
-    )
-    per_task = torch.stack(per_step, dim=1).double().numpy()
+
+    def shard(local: list[Any], first: int) -> np.ndarray:
+        per_step: list[torch.Tensor] = []
+        rl_adaptation_rollouts(
+            learner, local, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
+            episodes, policy, env_wrapper, first,
+        )
+        return torch.stack(per_step, dim=1).double().numpy()
+
+    # Under torchrun every process evaluates its share of the tasks.
+    per_task = learner.group.map_tasks(tasks, shard)
     # Named after the meta-learning algorithm by default, as the supervised curves are.
     return AdaptationCurve(method or learner.config.algorithm, "return",
                            list(range(steps + 1)), per_task, tasks)

@@ -29,6 +29,7 @@ from maml_rl.adaptation import forward
 from maml_rl.episodes import Episodes, ShotBatch
 from maml_rl.meta_updates.base import NonFiniteError
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
+from maml_rl.seeding import EpisodeKey, key_generators
 
 
 class Sampler(Protocol):
@@ -38,13 +39,13 @@ class Sampler(Protocol):
     steps_sampled: int
 
     def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params: Any,
-               per_task: bool) -> Episodes:
+               per_task: bool, keys: Sequence[EpisodeKey] | None = None) -> Episodes:
         """Episodes ``[M, N, T, ...]`` of ``policy`` with ``params`` on ``tasks`` (``params``
-        stacked per task when ``per_task``), without any autograd graph."""
+        stacked per task when ``per_task``), without any autograd graph. ``keys`` (one per task,
+        :func:`maml_rl.seeding.episode_keys`) seed each task's reset noise and actions; without
+        them the sampler carries its own generators on."""
         ...
 
-    def rng_state(self) -> Any: ...
-    def set_rng_state(self, state: Any) -> None: ...
     def close(self) -> None: ...
 
 
@@ -64,16 +65,19 @@ def make_episode_sampler(
 
 
 class _VectorEnvSampler:
-    """What both samplers share: a task vector env whose generator states are checkpointed."""
+    """What both samplers share: a task vector env, its sub-envs seeded per task by keys."""
 
     env: gym.vector.VectorEnv
 
-    def rng_state(self) -> Any:
-        return self.env.rng_state() if hasattr(self.env, "rng_state") else None
-
-    def set_rng_state(self, state: Any) -> None:
-        if state is not None and hasattr(self.env, "set_rng_state"):
-            self.env.set_rng_state(state)
+    def _reset_options(self, keys: Sequence[EpisodeKey] | None, per_task: int
+                       ) -> dict[str, Any] | None:
+        """Reset options giving the ``per_task`` sub-envs of task i the generator of
+        ``keys[i]`` (None without keys: each sub-env goes on with its own generator)."""
+        if keys is None:
+            return None
+        if len(keys) != self.num_tasks:
+            raise ValueError(f"{len(keys)} episode keys for {self.num_tasks} tasks")
+        return {"np_random": [g for g in key_generators(keys, 0) for _ in range(per_task)]}
 
     def close(self) -> None:
         self.env.close()
@@ -83,9 +87,8 @@ class SupervisedSampler(_VectorEnvSampler):
     """K-shot data of M tasks in one vectorised env step.
 
     Returns a :class:`ShotBatch` of ``inputs [M, S, *obs_shape]``, ``targets [M, S,
-    *target_shape]``. Sub-env
-    randomness is seeded once from ``seed`` and then carried on (its state is checkpointed via
-    :meth:`rng_state`), so re-seeding costs nothing per iteration.
+    *target_shape]``. With ``keys`` the shots of task i come from the generator of
+    ``keys[i]``; without, sub-env randomness is seeded once from ``seed`` and carried on.
 
     Shots are independent draws of ``M x S`` sub-envs, except for a family with
     ``metadata["sequential_shots"]``, whose S shots of a task are S consecutive episodes of one
@@ -113,12 +116,14 @@ class SupervisedSampler(_VectorEnvSampler):
         self._action = np.zeros((self.env.num_envs, *space.shape), dtype=space.dtype)
         self._target_dtype = torch.long if isinstance(space, gym.spaces.Discrete) else torch.float32
 
-    def sample(self, tasks: Sequence[Any]) -> dict[str, torch.Tensor]:
+    def sample(self, tasks: Sequence[Any], keys: Sequence[EpisodeKey] | None = None
+               ) -> ShotBatch:
         if len(tasks) != self.num_tasks:
             raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
+        options = self._reset_options(keys, 1 if self.sequential else self.shots)
         if self.sequential:
             self.env.set_tasks(list(tasks))  # starts a new draw of every task's examples
-            steps = [self._one_step() for _ in range(self.shots)]
+            steps = [self._one_step(options if s == 0 else None) for s in range(self.shots)]
             # [M, S, ...] flattened task-major, the layout of the branch below.
             inputs, targets = (
                 np.stack(arrays, axis=1).reshape(-1, *arrays[0].shape[1:])
@@ -126,7 +131,7 @@ class SupervisedSampler(_VectorEnvSampler):
             )
         else:
             self.env.set_tasks([task for task in tasks for _ in range(self.shots)])
-            inputs, targets = self._one_step()
+            inputs, targets = self._one_step(options)
         shape = (self.num_tasks, self.shots)
         for name, values in (("input", inputs), ("target", targets)):
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
@@ -142,8 +147,8 @@ class SupervisedSampler(_VectorEnvSampler):
         targets = targets.reshape(*shape, *targets.shape[1:]).to(self._target_dtype)
         return ShotBatch(inputs.to(self.device), targets.to(self.device))
 
-    def _one_step(self) -> tuple[np.ndarray, np.ndarray]:
-        inputs, _ = self.env.reset()
+    def _one_step(self, options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
+        inputs, _ = self.env.reset(options=options)
         _, _, _, _, info = self.env.step(self._action)
         return np.asarray(inputs), np.asarray(info["target"])
 
@@ -192,21 +197,38 @@ class EpisodeSampler(_VectorEnvSampler):
         self._high = None if self.discrete else space.high
         self.steps_sampled = 0
 
-    def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool):
+    def sample(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool,
+               keys: Sequence[EpisodeKey] | None = None) -> Episodes:
         """Episodes ``[M, N, T, ...]`` of ``policy`` with ``params`` (stacked per task when
-        ``per_task``), sampled without building any autograd graph."""
+        ``per_task``), sampled without building any autograd graph. With ``keys`` task i's
+        reset noise and action noise come from generators of ``keys[i]`` alone."""
         if len(tasks) != self.num_tasks:
             raise ValueError(f"sampler built for {self.num_tasks} tasks, got {len(tasks)}")
         # The env checker's other call is each sub-env's first step().
         first, self._first_sample = self._first_sample, False
         with _env_checker_warnings_held() if first else contextlib.nullcontext():
-            return self._rollout(tasks, policy, params, per_task)
+            return self._rollout(tasks, policy, params, per_task, keys)
 
-    def _rollout(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool):
+    def _action_noise(self, keys: Sequence[EpisodeKey] | None) -> torch.Tensor | None:
+        """``[T, M * N, ...]`` noise from each task's action generator: standard normal per
+        action dimension (Gaussian policies), uniform per step (categorical), or None."""
+        if keys is None:
+            return None
+        shape = (self.horizon, self.episodes_per_task)
+        if self.discrete:
+            draws = [g.random(shape, dtype=np.float32) for g in key_generators(keys, 1)]
+        else:
+            shape = (*shape, *self._low.shape)
+            draws = [g.standard_normal(shape, dtype=np.float32) for g in key_generators(keys, 1)]
+        return torch.from_numpy(np.concatenate(draws, axis=1)).to(self.device)
+
+    def _rollout(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool,
+                 keys: Sequence[EpisodeKey] | None):
         """The rollout behind :meth:`sample`."""
         m, n, horizon = self.num_tasks, self.episodes_per_task, self.horizon
         self.env.set_tasks([task for task in tasks for _ in range(n)])
-        obs, _ = self.env.reset()
+        obs, _ = self.env.reset(options=self._reset_options(keys, n))
+        noise = self._action_noise(keys)
         b = m * n
         obs_buf = np.zeros((horizon, b, *obs.shape[1:]), dtype=np.float32)
         act_buf: list[torch.Tensor] = []
@@ -214,12 +236,18 @@ class EpisodeSampler(_VectorEnvSampler):
         rew_buf = np.zeros((horizon, b), dtype=np.float32)
         alive_buf = np.zeros((horizon, b), dtype=np.float32)
         done = np.zeros(b, dtype=bool)
-        act = _actor(policy, params, per_task, m)
+        if not per_task:
+            # One set of parameters, still applied task by task (a batched matmul): a task's
+            # actions are then the same bits whatever the number of tasks beside it, which one
+            # matmul over every sub-env does not guarantee (its kernel depends on the rows).
+            params = {k: v.unsqueeze(0).expand(m, *v.shape) for k, v in params.items()}
+        act = _actor(policy, params, m)
         with torch.no_grad():
             for t in range(horizon):
                 obs_buf[t] = obs
                 try:
-                    actions, log_probs = act(torch.as_tensor(obs_buf[t], device=self.device))
+                    actions, log_probs = act(torch.as_tensor(obs_buf[t], device=self.device),
+                                             None if noise is None else noise[t])
                 except ValueError as err:
                     self._explain_invalid_policy_output(err, obs_buf[: t + 1], tasks, per_task)
                     raise
@@ -324,17 +352,24 @@ def _env_checker_warnings_held() -> Iterator[None]:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def _actor(policy, params, per_task: bool, num_tasks: int):
-    """``obs [B, D] -> (actions [B, ...], log_probs [B])`` for shared or per-task parameters."""
-    if not per_task:
+def draw_actions(dist: torch.distributions.Distribution, noise: torch.Tensor | None
+                 ) -> torch.Tensor:
+    """Actions of ``dist`` from given noise: ``loc + scale * noise`` for a Gaussian (noise
+    standard normal), the inverse CDF at ``noise`` for a categorical (noise uniform on [0, 1)).
+    Without noise, ``dist.sample()`` from torch's global generator."""
+    if noise is None:
+        return dist.sample()
+    kind, tensors = distribution_tensors(dist)
+    if kind == "gaussian":
+        loc, scale = tensors
+        return loc + scale * noise
+    cdf = dist.probs.cumsum(-1)
+    return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_max(cdf.shape[-1] - 1)
 
-        def act(obs):
-            dist = forward(policy, params, obs)
-            actions = dist.sample()
-            return actions, dist.log_prob(actions)
 
-        return act
-
+def _actor(policy, params, num_tasks: int):
+    """``(obs [B, D], noise) -> (actions [B, ...], log_probs [B])`` for parameters stacked per
+    task (:func:`draw_actions`)."""
     kind = {}
 
     def tensors(p, o):
@@ -344,10 +379,10 @@ def _actor(policy, params, per_task: bool, num_tasks: int):
 
     batched = vmap(tensors)
 
-    def act(obs):
+    def act(obs, noise):
         values = batched(params, obs.reshape(num_tasks, -1, *obs.shape[1:]))
         dist = distribution_from_tensors(kind["name"], [v.flatten(0, 1) for v in values])
-        actions = dist.sample()
+        actions = draw_actions(dist, noise)
         return actions, dist.log_prob(actions)
 
     return act

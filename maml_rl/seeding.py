@@ -1,8 +1,13 @@
-"""Seeding and RNG state of a run, in one place, so a run can be resumed bit for bit."""
+"""Seeding and RNG state of a run, in one place, so a run can be resumed bit for bit.
+
+Episodes are seeded per (iteration, task) (:func:`episode_keys`), not by a generator carried
+from one iteration to the next: the numbers of a run then do not depend on how its meta-batch
+is split over processes, and a checkpoint needs no sampler state."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,3 +55,24 @@ def _as_tuple(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(_as_tuple(v) for v in value)
     return value
+
+
+#: Streams of episode seeds (:func:`episode_keys`): a run's training support and query
+#: episodes, and the evaluation's.
+SUPPORT_STREAM, QUERY_STREAM, EVALUATION_STREAM = 0, 1, 2
+
+#: One task's episodes key: (seed, stream, iteration, inner step, task index in the meta-batch).
+EpisodeKey = tuple[int, ...]
+
+
+def episode_keys(seed: int, stream: int, iteration: int, step: int,
+                 task_indices: Sequence[int]) -> list[EpisodeKey]:
+    """The key of every task's episodes: a function of (iteration, task), never of the process
+    that samples them, so a meta-batch split over ranks draws what one process draws."""
+    base = (seed % 2**63, stream, iteration, step)
+    return [(*base, int(i)) for i in task_indices]
+
+
+def key_generators(keys: Sequence[EpisodeKey], purpose: int) -> list[np.random.Generator]:
+    """One generator per key for ``purpose`` (0: the envs' reset noise, 1: the actions)."""
+    return [np.random.default_rng(np.random.SeedSequence((*key, purpose))) for key in keys]

@@ -21,6 +21,7 @@ import torch
 
 from maml_rl.checkpoint import CHECKPOINT_NAME, restore, save_checkpoint
 from maml_rl.config import Config, ConfigError, save_config
+from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup, launched_by_torchrun
 from maml_rl.evaluation import (
     AdaptationCurve,
     ResultsMismatchError,
@@ -38,23 +39,26 @@ class MetaLearner(Protocol):
 
     model: torch.nn.Module
 
-    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]: ...
+    def meta_iteration(self, tasks: list[Any], iteration: int | None = None
+                       ) -> dict[str, float]: ...
     def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
-def build_learner(config: Config, family: TaskFamily, device: str) -> MetaLearner:
+def build_learner(config: Config, family: TaskFamily, device: str,
+                  group: ProcessGroup = SINGLE_PROCESS) -> MetaLearner:
     """The learner for the family's kind (it validates the config against the family first:
-    :func:`maml_rl.validation.validate`, one-line ConfigErrors)."""
+    :func:`maml_rl.validation.validate`, one-line ConfigErrors), working on this process's
+    share of every meta-batch under torchrun (``group``)."""
     if family.supervised:
         from maml_rl.learners.supervised import SupervisedMetaLearner
 
-        return SupervisedMetaLearner(config, family, device)
+        return SupervisedMetaLearner(config, family, device, group=group)
     from maml_rl.learners.reinforcement import RLMetaLearner
 
-    return RLMetaLearner(config, family, device)
+    return RLMetaLearner(config, family, device, group=group)
 
 
 @dataclass
@@ -67,17 +71,21 @@ class TrainResult:
 
 
 class _StopFlag:
-    """First Ctrl-C asks the loop to stop after the current iteration; a second one aborts."""
+    """First Ctrl-C asks the loop to stop after the current iteration; a second one aborts.
+    Under torchrun, which forwards the signal it receives, SIGTERM (a scheduler's preemption)
+    counts as a Ctrl-C too."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._signals = [signal.SIGINT] + ([signal.SIGTERM] if launched_by_torchrun() else [])
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self._signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not in the main thread: no handler, Ctrl-C aborts as usual
-            self._previous = None
+            pass
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -86,8 +94,8 @@ class _StopFlag:
         self.requested = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 #: Files and folders a run writes; their presence makes a directory a run directory.
@@ -133,29 +141,34 @@ class Trainer:
 
     A ``run_dir`` that already holds a run is refused unless ``resume`` (continue it) or
     ``overwrite`` (delete it once the config and family have been checked, then start anew).
+    Under torchrun (``group``) every process trains its share of each meta-batch and rank 0
+    alone writes the run directory.
     """
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False,
-                 overwrite: bool = False) -> None:
-        self.config, self.run_dir = config, Path(run_dir)
+                 overwrite: bool = False, group: ProcessGroup = SINGLE_PROCESS) -> None:
+        self.config, self.run_dir, self.group = config, Path(run_dir), group
         check_run_dir(self.run_dir, resume, overwrite)
-        self.device = config.resolve_device()
+        group.barrier()  # every process has checked the folder before rank 0 writes to it
+        self.device = group.device if group.distributed else config.resolve_device()
         if config.threads:
             torch.set_num_threads(config.threads)
         self.task_rng = seed_everything(config.seed)
         self.family = load_family(config.env.id, config.env.kwargs, config.env.module)
-        self.learner = build_learner(config, self.family, self.device)
+        self.learner = build_learner(config, self.family, self.device, group)
         self.iteration = 0
         self.evaluation_files: list[Path] = []
-        if overwrite and self.run_dir.is_dir():
-            shutil.rmtree(self.run_dir)
-        _make_run_dir(self.run_dir)
+        if group.is_main:
+            if overwrite and self.run_dir.is_dir():
+                shutil.rmtree(self.run_dir)
+            _make_run_dir(self.run_dir)
         if resume:
             self._restore()
-        save_config(config, self.run_dir / "config.yaml")
-        self.logger = MetricsLogger(
-            self.run_dir, config.logging.tensorboard, resume_from=self.iteration if resume else None
-        )
+        self.logger = None
+        if group.is_main:
+            save_config(config, self.run_dir / "config.yaml")
+            self.logger = MetricsLogger(self.run_dir, config.logging.tensorboard,
+                                        resume_from=self.iteration if resume else None)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -177,13 +190,16 @@ class Trainer:
         }
 
     def save(self, state: dict[str, Any] | None = None) -> Path:
-        """Write ``state`` (default: the current one) to the checkpoint, atomically."""
+        """Write ``state`` (default: the current one) to the checkpoint, atomically (rank 0
+        only: the state is the same on every process)."""
+        if not self.group.is_main:
+            return self.checkpoint_path
         return save_checkpoint(self.state() if state is None else state, self.checkpoint_path)
 
     def train(self) -> TrainResult:
         cfg = self.config
         total = cfg.training.iterations
-        bar = _progress(cfg.logging.progress, self.iteration, total)
+        bar = _progress(cfg.logging.progress and self.group.is_main, self.iteration, total)
         status, message = "completed", ""
         # The state at the start of the iteration in flight. A second Ctrl-C aborts that
         # iteration anywhere (mid-sampling, mid-update); saving this copy instead of the live
@@ -198,8 +214,9 @@ class Trainer:
                     tasks = self.family.sample_tasks(cfg.sampling.meta_batch_size, self.task_rng)
                     lr = self._schedule_meta_lr()
                     start = time.perf_counter()
+                    collective_start = self.group.collective_seconds
                     try:
-                        metrics = self.learner.meta_iteration(tasks)
+                        metrics = self.learner.meta_iteration(tasks, self.iteration)
                     except NonFiniteError as err:
                         status = "non-finite"
                         message = (f"stopped at iteration {self.iteration + 1}: {err}. "
@@ -209,14 +226,9 @@ class Trainer:
                     if lr is not None:
                         metrics["meta/lr"] = lr
                     self.iteration += 1
-                    every = cfg.evaluation.every
-                    if every and self.iteration % every == 0:
-                        metrics.update(self.periodic_evaluation())
-                    self.logger.log(self.iteration, metrics)
-                    _update_progress(bar, metrics)
-                    if self.iteration % cfg.training.checkpoint_every == 0:
-                        self.save()
-                    if stop.requested:
+                    self._record(metrics, collective_start, bar)
+                    # Every process stops after the same iteration, whichever saw the Ctrl-C.
+                    if self.group.any(stop.requested):
                         status = "interrupted"
                         break
         except KeyboardInterrupt:  # second Ctrl-C: the iteration in flight is lost, not the run
@@ -241,9 +253,40 @@ class Trainer:
                 message = (f"interrupted during the final evaluation; the checkpoint of iteration "
                            f"{self.iteration} is kept in {self.checkpoint_path}. Evaluate it with: "
                            f"maml-evaluate {self.run_dir}")
-        self.logger.close()
+        if self.logger is not None:
+            self.logger.close()
         self.learner.close()
         return TrainResult(self.run_dir, self.iteration, status, message, written)
+
+    def _record(self, metrics: dict[str, float], collective_start: float, bar) -> None:
+        """After an iteration: periodic evaluation, the processes' metrics combined and their
+        parameters checked, the metrics logged, a checkpoint every ``checkpoint_every``."""
+        cfg = self.config
+        every = cfg.evaluation.every
+        if every and self.iteration % every == 0:
+            metrics.update(self.periodic_evaluation())
+        if self.group.distributed:
+            metrics = self._reduce_metrics(metrics, collective_start)
+            check = cfg.distributed.check_every
+            if check and self.iteration % check == 0:
+                self.group.check_identical(self.learner.model.parameters())
+        if self.logger is not None:
+            self.logger.log(self.iteration, metrics)
+        _update_progress(bar, metrics)
+        if self.iteration % cfg.training.checkpoint_every == 0:
+            self.save()
+
+    def _reduce_metrics(self, metrics: dict[str, float], collective_start: float
+                        ) -> dict[str, float]:
+        """Timings as means over the processes, throughput summed, plus the layout:
+        ``dist/world_size`` and ``time/allreduce_s``, the seconds spent in collectives."""
+        world = self.group.world_size
+        metrics["time/allreduce_s"] = self.group.collective_seconds - collective_start
+        per_rank = {k: v * (world if k.startswith("perf/") else 1)
+                    for k, v in metrics.items() if k.startswith(("time/", "perf/"))}
+        metrics.update(self.group.rank_mean(per_rank))
+        metrics["dist/world_size"] = world
+        return metrics
 
     def _schedule_meta_lr(self) -> float | None:
         """Set the meta-optimizer's rate for the next iteration from ``meta.lr_milestones``
@@ -282,6 +325,8 @@ class Trainer:
         touched and the curve goes to ``RUN_DIR/eval/iteration-N``."""
         ev = self.config.evaluation
         curve = self.learner.evaluate(ev.num_tasks, ev.steps, ev.seed)
+        if not self.group.is_main:
+            return curve
         out = self.run_dir / "eval"
         try:
             paths = write_results([curve], out, self.plot_title())

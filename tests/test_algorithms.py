@@ -487,11 +487,11 @@ def test_resume_n_plus_n_equals_2n_with_the_algorithm_state(tmp_path, monkeypatc
     half = Trainer(config(), tmp_path / "half")
     real, calls = half.learner.meta_iteration, [0]
 
-    def interrupted(tasks):
+    def interrupted(tasks, iteration=None):
         calls[0] += 1
         if calls[0] == 5:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(tasks)
+        return real(tasks, iteration)
 
     monkeypatch.setattr(half.learner, "meta_iteration", interrupted)
     assert half.train().status == "interrupted"

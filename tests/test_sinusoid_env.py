@@ -75,8 +75,8 @@ def test_a_non_finite_target_is_named_with_env_and_task(monkeypatch):
     tasks = sampler.env.sample_tasks(2, np.random.default_rng(0))
     real = sampler._one_step
 
-    def nan_in_task_1():
-        inputs, targets = real()
+    def nan_in_task_1(options):
+        inputs, targets = real(options)
         targets = targets.copy()
         targets[4] = np.nan  # row 4 = task 1, shot 1
         return inputs, targets

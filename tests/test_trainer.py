@@ -112,11 +112,11 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     real = trainer.learner.meta_iteration
     calls = {"n": 0}
 
-    def poisoned(tasks):
+    def poisoned(tasks, iteration=None):
         calls["n"] += 1
         if calls["n"] == 8:
             raise NonFiniteError("meta-loss is nan; the parameters were not updated")
-        return real(tasks)
+        return real(tasks, iteration)
 
     monkeypatch.setattr(trainer.learner, "meta_iteration", poisoned)
     result = trainer.train()
@@ -137,11 +137,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path, monkeypatch):
     real = trainer.learner.meta_iteration
     calls = {"n": 0}
 
-    def interrupted(tasks):
+    def interrupted(tasks, iteration=None):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(tasks)
+        return real(tasks, iteration)
 
     monkeypatch.setattr(trainer.learner, "meta_iteration", interrupted)
     result = trainer.train()

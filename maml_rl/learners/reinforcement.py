@@ -22,6 +22,7 @@ from maml_rl.adaptation import Params, adapt_tasks, map_tasks, model_params
 from maml_rl.algorithms import build_algorithm
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
+from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
 from maml_rl.episodes import Episodes, PolicyBatch, process_episodes
 from maml_rl.evaluation import AdaptationCurve, evaluate_rl, rl_adaptation_rollouts
 from maml_rl.family import TaskFamily, evaluation_family
@@ -30,10 +31,13 @@ from maml_rl.meta_updates import build_meta_update
 from maml_rl.objectives import INNER_RL_OBJECTIVES
 from maml_rl.policies import build_model
 from maml_rl.sampling import Sampler, SamplerFactory, make_episode_sampler
+from maml_rl.seeding import QUERY_STREAM, SUPPORT_STREAM, EpisodeKey, episode_keys
 from maml_rl.validation import validate
 
 #: ``on_episodes(k, episodes)``: sees the episodes sampled after k inner steps.
 EpisodeHook = Callable[[int, Episodes], None]
+#: ``keys(k)``: the episode keys of every task for the episodes sampled after k inner steps.
+KeysOfStep = Callable[[int], list[EpisodeKey]]
 EnvWrapper = Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv]
 
 
@@ -41,12 +45,16 @@ class RLMetaLearner:
     """Policy, algorithm, baseline, samplers and meta-update of an RL MAML run.
 
     ``sampler_factory`` builds every sampler of the run (training and evaluation); the default
-    samples in this process."""
+    samples in this process. Under ``torchrun`` (``group``, :mod:`maml_rl.distributed`) this
+    process samples, adapts and differentiates only its shard of each meta-batch, and every
+    mean over tasks is reduced over the processes."""
 
     def __init__(self, config: Config, family: TaskFamily, device: str,
                  eval_family: TaskFamily | None = None,
-                 sampler_factory: SamplerFactory = make_episode_sampler) -> None:
+                 sampler_factory: SamplerFactory = make_episode_sampler,
+                 group: ProcessGroup = SINGLE_PROCESS) -> None:
         self.config, self.family, self.device = config, family, device
+        self.group = group
         self.eval_family = eval_family or evaluation_family(
             family, config.evaluation.env_kwargs, config.env.module)
         validate(config, family, self.eval_family)
@@ -62,11 +70,15 @@ class RLMetaLearner:
         self.meta_update = build_meta_update(config, self.algorithm.meta_parameters())
         self.sampler_factory = sampler_factory
         s = config.sampling
-        self.support_sampler = self.make_sampler(family, s.meta_batch_size, s.support_size,
-                                             config.seed)
-        self.query_sampler = self.make_sampler(family, s.meta_batch_size, s.query_size,
-                                           config.seed + 1)
+        group.check_meta_batch("sampling.meta_batch_size", s.meta_batch_size)
+        #: The meta-batch's tasks this process works on.
+        self.task_ids = group.shard(s.meta_batch_size)
+        self.support_sampler = self.make_sampler(family, len(self.task_ids), s.support_size,
+                                                 config.seed)
+        self.query_sampler = self.make_sampler(family, len(self.task_ids), s.query_size,
+                                               config.seed + 1)
         self._adapt_seconds = 0.0
+        self._iterations = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -87,19 +99,20 @@ class RLMetaLearner:
 
     def inner_loop(
         self, sampler: Sampler, tasks: list[Any], step_sizes: list[float], on_episodes=None,
-        policy: torch.nn.Module | None = None,
+        policy: torch.nn.Module | None = None, keys: KeysOfStep | None = None,
     ) -> tuple[list[PolicyBatch], dict[str, torch.Tensor] | None]:
         """``len(step_sizes)`` inner steps with fresh episodes at each: returns the processed
         support batch of every step and the detached adapted parameters stacked per task (None
-        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k.
-        ``policy`` (default: the meta-learned model) is the module adapted from its own
-        parameters: the evaluation adapts the baselines with this same loop."""
+        for 0 steps). ``on_episodes(k, episodes)`` sees the episodes sampled before step k,
+        seeded by ``keys(k)``. ``policy`` (default: the meta-learned model) is the module
+        adapted from its own parameters: the evaluation adapts the baselines with this loop."""
         model = self.model if policy is None else policy
         params = {k: v.detach() for k, v in model_params(model).items()}
         supports: list[PolicyBatch] = []
         adapted = None
         for k in range(len(step_sizes)):
-            episodes = sampler.sample(tasks, model, adapted if k else params, per_task=k > 0)
+            episodes = sampler.sample(tasks, model, adapted if k else params, per_task=k > 0,
+                                      keys=None if keys is None else keys(k))
             if on_episodes is not None:
                 on_episodes(k, episodes)
             supports.append(self._process(episodes))
@@ -124,28 +137,42 @@ class RLMetaLearner:
                     list(supports), batching=self.batching)
         return {name: v.detach() for name, v in adapted.items()}
 
-    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]:
-        """Sample -> process -> adapt -> meta-update on ``tasks``; the iteration's metrics."""
-        returns: dict[int, float] = {}
+    def meta_iteration(self, tasks: list[Any], iteration: int | None = None
+                       ) -> dict[str, float]:
+        """Sample -> process -> adapt -> meta-update on the meta-batch ``tasks`` (this process
+        takes its shard of them); the iteration's metrics. ``iteration`` (default: how many
+        this learner has run) seeds the episodes with the task indices."""
+        if iteration is None:
+            iteration = self._iterations
+        self._iterations = iteration + 1
+        total = len(tasks)
+        tasks = [tasks[i] for i in self.task_ids]
+        seed = self.config.seed
+        returns: dict[int, torch.Tensor] = {}
         self._adapt_seconds = 0.0
         start = time.perf_counter()
         steps_before = self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
         supports, adapted = self.inner_loop(
             self.support_sampler, tasks, self.config.inner_step_sizes(),
-            lambda k, episodes: returns.setdefault(k, episodes.task_returns().mean().item()),
+            lambda k, episodes: returns.setdefault(k, episodes.task_returns()),
+            keys=lambda k: episode_keys(seed, SUPPORT_STREAM, iteration, k, self.task_ids),
         )
-        query_episodes = self.query_sampler.sample(tasks, self.model, adapted, per_task=True)
+        query_episodes = self.query_sampler.sample(
+            tasks, self.model, adapted, per_task=True,
+            keys=episode_keys(seed, QUERY_STREAM, iteration, 0, self.task_ids))
         query = self._process(query_episodes)
         sampled = time.perf_counter()
         metrics = self.meta_update.step(
-            RLMetaBatch(self.algorithm, supports, query, adapted, self.batching))
+            RLMetaBatch(self.algorithm, supports, query, adapted, self.batching,
+                        self.group, self.task_ids, total))
         end = time.perf_counter()
         sampling = sampled - start - self._adapt_seconds
         env_steps = (self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
                      - steps_before)
+        before, after = self.group.task_mean([returns[0], query_episodes.task_returns()], total)
+        metrics.update({"return/pre_adaptation": before.item(),
+                        "return/post_adaptation": after.item()})
         metrics.update({
-            "return/pre_adaptation": returns[0],
-            "return/post_adaptation": query_episodes.task_returns().mean().item(),
             "time/sampling_s": sampling,
             "time/adaptation_s": self._adapt_seconds,
             "time/meta_step_s": end - sampled,
@@ -167,12 +194,14 @@ class RLMetaLearner:
         return evaluate_rl(self, num_tasks, steps, seed, *args, **kwargs)
 
     def state_dict(self) -> dict[str, Any]:
+        """Model, meta-update and algorithm state: the same on every process, and no sampler
+        state (episodes are seeded per iteration and task), so a run resumes with any number
+        of processes."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.meta_update.state_dict(),
-            "support_rng": self.support_sampler.rng_state(),
-            "query_rng": self.query_sampler.rng_state(),
             "algorithm": self.algorithm.state_dict(),
+            "iterations": self._iterations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -180,8 +209,7 @@ class RLMetaLearner:
         # Checkpoints before the algorithm interface kept Meta-SGD's rates at the top level.
         self.algorithm.load_state_dict(state.get("algorithm", {"rates": state.get("rates", {})}))
         self.meta_update.load_state_dict(state["optimizer"])
-        self.support_sampler.set_rng_state(state["support_rng"])
-        self.query_sampler.set_rng_state(state["query_rng"])
+        self._iterations = int(state.get("iterations", 0))
 
     def close(self) -> None:
         self.support_sampler.close()

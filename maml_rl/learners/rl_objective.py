@@ -11,7 +11,7 @@ sampling policy, TRPO's constraint; the Fisher-vector products of that KL
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,96 +19,233 @@ from torch import Tensor
 
 from maml_rl.adaptation import Params, map_tasks, model_params, task_slice, tree_map
 from maml_rl.algorithms import Algorithm
+from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
 from maml_rl.episodes import PolicyBatch
-from maml_rl.linalg import flat_product
+from maml_rl.linalg import flat_product, hessian_vector_product
 from maml_rl.meta_updates.base import check_finite
-from maml_rl.meta_updates.curvature import mean_fisher_product, task_fisher_product
+from maml_rl.meta_updates.curvature import task_fisher_product
 from maml_rl.objectives import clipped_surrogate_loss, kl_divergence, surrogate_loss
+
+
+def curvature_subset(num_tasks: int, size: int) -> list[int]:
+    """``size`` evenly spaced indices of a meta-batch of ``num_tasks`` (the tasks whose KL the
+    curvature products use). Tasks are i.i.d., so any subset is a random one; evenly spaced, it
+    spreads over the contiguous shards of the processes, which then share the products' work."""
+    return [(j * num_tasks) // size for j in range(size)]
 
 
 class RLMetaBatch:
     """One RL meta-batch (:class:`maml_rl.meta_updates.base.MetaBatch`): ``supports`` (one
     processed batch per inner step) and ``query``, tensors with a leading task dimension, and
-    ``old_params``, the adapted parameters stacked per task that sampled the query episodes."""
+    ``old_params``, the adapted parameters stacked per task that sampled the query episodes.
+
+    Under torchrun these hold this process's tasks ``task_ids`` of a meta-batch of
+    ``num_tasks``. Every mean over tasks is formed the same way whatever the layout: per-task
+    values (losses, gradients, Fisher-vector products) are summed in float64, the sums
+    all-reduced (:meth:`maml_rl.distributed.ProcessGroup.sum`) and divided by the number of
+    tasks, so one process and N give the same numbers up to float64 rounding, far below
+    float32's. That is why gradients are taken per task (:meth:`_gradient`): the gradient of a
+    mean would sum over tasks inside autograd, in float32 and in an order set by the layout,
+    and TRPO's conjugate gradient amplifies such differences."""
 
     def __init__(self, algorithm: Algorithm, supports: list[PolicyBatch], query: PolicyBatch,
-                 old_params: Params, batching: str) -> None:
+                 old_params: Params, batching: str, group: ProcessGroup = SINGLE_PROCESS,
+                 task_ids: Sequence[int] | None = None, num_tasks: int | None = None) -> None:
         self.algorithm, self.model = algorithm, algorithm.model
         self.supports, self.query, self.old_params = supports, query, old_params
         self.batching = batching
         self.meta_parameters = algorithm.meta_parameters()
-        self.num_tasks = int(query.mask.shape[0])
+        local = int(query.mask.shape[0])
+        self.group = group
+        self.task_ids = list(range(local)) if task_ids is None else list(task_ids)
+        #: Tasks in the whole meta-batch (over every process).
+        self.num_tasks = local if num_tasks is None else num_tasks
 
     def theta(self) -> Params:
         """A copy of the policy's current parameters (ProMP's pre-update reference)."""
         return {k: v.detach().clone() for k, v in model_params(self.model).items()}
 
-    def _map(self, fn: Callable[..., Any], tasks: int | None) -> Any:
-        """``fn(task_supports, task_query, task_old)`` on every task (or the first ``tasks``:
-        tasks are i.i.d., so they are a random subset), stacked."""
-        head = (lambda tree: tree) if tasks is None else (
-            lambda tree: tree_map(lambda v: v[:tasks], tree))
-        return map_tasks(fn, head(self.supports), head(self.query), head(self.old_params),
-                         batching=self.batching)
+    # -- means over tasks ------------------------------------------------------------------------
+    def _mean(self, local_sums: Sequence[Tensor], tasks: int) -> list[Tensor]:
+        """Float64 sums over this process's tasks -> float32 means over ``tasks`` tasks."""
+        return [(v / tasks).float() for v in self.group.sum(local_sums)]
 
-    def _adapt(self, task_supports: list[PolicyBatch], first_order: bool | None = None) -> Params:
-        return self.algorithm.adapt(model_params(self.model), list(task_supports),
+    def task_means(self, *per_task: Tensor) -> list[Tensor]:
+        """Means over the meta-batch of per-task values (one entry per local task)."""
+        return self.group.task_mean(per_task, self.num_tasks)
+
+    def _local_subset(self, size: int | None) -> tuple[list[int] | None, int]:
+        """Positions among this process's tasks of the curvature subset of ``size`` tasks
+        (None: all tasks) and the subset's size."""
+        if size is None or size >= self.num_tasks:
+            return None, self.num_tasks
+        chosen = set(curvature_subset(self.num_tasks, size))
+        return [j for j, i in enumerate(self.task_ids) if i in chosen], size
+
+    def _map(self, fn: Callable[..., Any], positions: list[int] | None,
+             theta: Params | None = None) -> Any:
+        """``fn(task_supports, task_query, task_old, task_theta)`` on every local task (or
+        those at ``positions``), stacked; ``theta`` (default: the policy's parameters, shared)
+        may be stacked per task."""
+        if positions is None:
+            pick = lambda tree: tree  # noqa: E731
+        else:
+            index = torch.tensor(positions, dtype=torch.long, device=self.query.mask.device)
+            pick = lambda tree: tree_map(lambda v: v.index_select(0, index), tree)  # noqa: E731
+        if theta is None:
+            shared = model_params(self.model)
+            return map_tasks(lambda s, q, o: fn(s, q, o, shared), pick(self.supports),
+                             pick(self.query), pick(self.old_params), batching=self.batching)
+        return map_tasks(fn, pick(self.supports), pick(self.query), pick(self.old_params),
+                         theta, batching=self.batching)
+
+    def _adapt(self, theta: Params, task_supports: list[PolicyBatch],
+               first_order: bool | None = None) -> Params:
+        return self.algorithm.adapt(theta, list(task_supports),
                                     functional=self.batching == "vmap", first_order=first_order)
 
-    def losses(self, values_only: bool = False, tasks: int | None = None
-               ) -> tuple[Tensor, Tensor]:
-        """Per-task surrogate and KL of the adapted policies, differentiable in theta unless
-        ``values_only`` (line-search evaluations need no graph, which makes them several times
-        cheaper)."""
-        first_order = True if values_only else None
+    def _gradient(self, task_fn: Callable[..., tuple[Tensor, ...]]
+                  ) -> tuple[Tensor, list[Tensor]]:
+        """The float64 sum over this process's tasks of the gradient of ``task_fn``'s first
+        output, flat in the order of :attr:`meta_parameters`, and every output's per-task
+        values. Theta enters each task as its own copy (a stride-0 expansion), so that one
+        backward pass gives each task's gradient."""
+        theta = model_params(self.model)
+        local = len(self.task_ids)
+        copies = {k: v.unsqueeze(0).expand(local, *v.shape) for k, v in theta.items()}
+        outputs = self._map(task_fn, None, copies)
+        per_theta = {id(v): k for k, v in theta.items()}
+        inputs = [copies[per_theta[id(p)]] if id(p) in per_theta else p
+                  for p in self.meta_parameters]
+        grads = torch.autograd.grad(outputs[0].sum(), inputs, allow_unused=True)
+        flat = []
+        for p, x, g in zip(self.meta_parameters, inputs, grads, strict=True):
+            if g is None:
+                flat.append(torch.zeros(p.numel(), dtype=torch.float64, device=p.device))
+            elif x is p:  # an algorithm's own tensor (Meta-SGD's rates): summed by autograd
+                flat.append(g.reshape(-1).double())
+            else:
+                flat.append(g.reshape(local, -1).double().sum(0))
+        return torch.cat(flat), [o.detach() for o in outputs]
 
-        def task(task_supports, task_query, task_old):
-            adapted = self._adapt(task_supports, first_order)
+    def _split(self, flat: Tensor) -> list[Tensor]:
+        out, offset = [], 0
+        for p in self.meta_parameters:
+            out.append(flat[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+        return out
+
+    # -- the objective ---------------------------------------------------------------------------
+    def _surrogate_and_kl(self, first_order: bool | None = None):
+        def task(task_supports, task_query, task_old, task_theta):
+            adapted = self._adapt(task_theta, task_supports, first_order)
             return (surrogate_loss(self.model, adapted, task_query),
                     kl_divergence(self.model, task_old, adapted, task_query))
 
+        return task
+
+    def losses(self, values_only: bool = False, tasks: int | None = None
+               ) -> tuple[Tensor, Tensor]:
+        """Per-task surrogate and KL of the adapted policies (this process's tasks, or those
+        of the curvature subset of ``tasks`` tasks), differentiable in theta unless
+        ``values_only`` (line-search evaluations need no graph, which makes them several times
+        cheaper)."""
+        positions, _ = self._local_subset(tasks)
+        task = self._surrogate_and_kl(True if values_only else None)
         if values_only:
             with torch.no_grad():  # the inner gradient still runs (it enables grad itself)
-                return self._map(task, tasks)
-        return self._map(task, tasks)
+                return self._map(task, positions)
+        return self._map(task, positions)
 
-    def fisher_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
-        """Flat ``v -> H v`` of the mean KL over the first ``tasks`` tasks."""
-        algorithm, theta = self.algorithm, model_params(self.model)
-        rates = [algorithm.rate(a) for a in algorithm.config.inner_step_sizes()]
-        products = [
-            task_fisher_product(self.model, theta, algorithm.loss_fn,
-                                [task_slice(b, i) for b in self.supports],
-                                task_slice(self.query, i), rates, algorithm.first_order,
-                                algorithm.trainable)
-            for i in range(tasks)
-        ]
-        return flat_product(mean_fisher_product(products), theta)
-
-    def ppo_terms(self, old_theta: Params) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-task ProMP terms: the clipped surrogate of the adapted policy on the query
-        episodes, the KL of the pre-update policy from ``old_theta`` on the first support batch
-        (the inner trust region) and the KL of the adapted policy from the sampling one."""
-        clip_eps = self.algorithm.config.meta.clip_eps
-
-        def task(task_supports, task_query, task_old):
-            adapted = self._adapt(task_supports)
-            params = model_params(self.model)
-            return (clipped_surrogate_loss(self.model, adapted, task_query, clip_eps),
-                    kl_divergence(self.model, old_theta, params, task_supports[0]),
-                    kl_divergence(self.model, task_old, adapted, task_query))
-
-        return self._map(task, None)
+    def surrogate_gradient(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The flat gradient of the mean post-adaptation surrogate (MAML Eq. 3), the mean
+        surrogate and the mean KL from the sampling policies, over the meta-batch."""
+        flat, (surrogate, kl) = self._gradient(self._surrogate_and_kl())
+        grad, loss, kl = self._mean(
+            [flat, surrogate.double().sum(0), kl.double().sum(0)], self.num_tasks)
+        return grad, loss, kl
 
     def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
         """The gradient of the mean post-adaptation surrogate (MAML Eq. 3)."""
-        surrogate, kl = self.losses()
-        loss = surrogate.mean()
-        check_finite("meta-loss", loss.detach())
-        grads = torch.autograd.grad(loss, self.meta_parameters, allow_unused=True)
-        return ([torch.zeros_like(p) if g is None else g
-                 for p, g in zip(self.meta_parameters, grads, strict=True)],
-                {"surrogate/before": loss.item(), "kl": kl.mean().item()})
+        grad, loss, kl = self.surrogate_gradient()
+        check_finite("meta-loss", loss)
+        return self._split(grad), {"surrogate/before": loss.item(), "kl": kl.item()}
+
+    # -- curvature -------------------------------------------------------------------------------
+    def fisher_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
+        """Flat ``v -> H v`` of the mean KL over the curvature subset of ``tasks`` tasks."""
+        algorithm, theta = self.algorithm, model_params(self.model)
+        rates = [algorithm.rate(a) for a in algorithm.config.inner_step_sizes()]
+        positions, size = self._local_subset(tasks)
+        if positions is None:
+            positions = list(range(len(self.task_ids)))
+        products = [
+            flat_product(task_fisher_product(
+                self.model, theta, algorithm.loss_fn, [task_slice(b, i) for b in self.supports],
+                task_slice(self.query, i), rates, algorithm.first_order, algorithm.trainable),
+                theta)
+            for i in positions
+        ]
+
+        def product(v: Tensor) -> Tensor:
+            total = torch.zeros(v.numel(), dtype=torch.float64, device=v.device)
+            for task_product in products:
+                total += task_product(v).double()
+            return self._mean([total], size)[0]
+
+        return product
+
+    def kl_hessian_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
+        """Flat ``v -> H v`` with ``H`` the Hessian of the mean KL over the curvature subset
+        of ``tasks`` tasks, differentiated twice through the adaptation (``meta.curvature:
+        hessian``). Its sum over tasks runs inside autograd, so across process layouts it
+        agrees to float32 rounding only."""
+        positions, size = self._local_subset(tasks)
+        local = len(self.task_ids) if positions is None else len(positions)
+        hvp = None
+        if local:
+            kl_sum = self.losses(tasks=tasks)[1].sum()
+            hvp = hessian_vector_product(kl_sum, self.meta_parameters)
+
+        def product(v: Tensor) -> Tensor:
+            out = hvp(v).double() if hvp is not None else torch.zeros_like(v, dtype=torch.float64)
+            return self._mean([out], size)[0]
+
+        return product
+
+    # -- ProMP -----------------------------------------------------------------------------------
+    def ppo_gradient(self, old_theta: Params, inner_kl_penalty: float
+                     ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """ProMP's objective over the meta-batch: the gradient of the mean of the clipped
+        surrogate of the adapted policy on the query episodes plus ``inner_kl_penalty`` times
+        the KL of the pre-update policy from ``old_theta`` on the first support batch (the
+        inner trust region); and the mean clipped surrogate and objective."""
+        clip_eps = self.algorithm.config.meta.clip_eps
+
+        def task(task_supports, task_query, task_old, task_theta):
+            adapted = self._adapt(task_theta, task_supports)
+            clipped = clipped_surrogate_loss(self.model, adapted, task_query, clip_eps)
+            inner_kl = kl_divergence(self.model, old_theta, task_theta, task_supports[0])
+            return clipped + inner_kl_penalty * inner_kl, clipped
+
+        flat, (objective, clipped) = self._gradient(task)
+        grad, objective, clipped = self._mean(
+            [flat, objective.double().sum(0), clipped.double().sum(0)], self.num_tasks)
+        return self._split(grad), objective, clipped
+
+    def ppo_kls(self, old_theta: Params) -> tuple[Tensor, Tensor]:
+        """Means over the meta-batch of ProMP's two KLs (see :meth:`ppo_gradient`): of the
+        pre-update policy from ``old_theta``, and of the adapted policy from the sampling
+        one."""
+
+        def task(task_supports, task_query, task_old, task_theta):
+            adapted = self._adapt(task_theta, task_supports, first_order=True)
+            return (kl_divergence(self.model, old_theta, task_theta, task_supports[0]),
+                    kl_divergence(self.model, task_old, adapted, task_query))
+
+        with torch.no_grad():
+            inner_kl, kl = self._map(task, None)
+        return tuple(self.task_means(inner_kl, kl))
 
     def outer_lr(self) -> float | None:
         return self.algorithm.outer_lr()

@@ -18,6 +18,7 @@ from torch.func import vmap
 from maml_rl.adaptation import Batch, model_params
 from maml_rl.algorithms import Algorithm, build_algorithm
 from maml_rl.config import Config
+from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
 from maml_rl.evaluation import AdaptationCurve, evaluate_supervised
 from maml_rl.family import TaskFamily, evaluation_family
 from maml_rl.meta_updates import build_meta_update
@@ -25,22 +26,30 @@ from maml_rl.meta_updates.base import check_finite
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
+from maml_rl.seeding import SUPPORT_STREAM, episode_keys
 from maml_rl.validation import validate
 
 
 class SupervisedMetaBatch:
     """One supervised meta-batch as the meta-update sees it (:class:`MetaBatch`): the
-    algorithm's meta-gradient on the support and query sets."""
+    algorithm's meta-gradient on the support and query sets of this process's ``local`` tasks
+    of ``num_tasks``, its mean over tasks reduced over the processes."""
 
-    def __init__(self, algorithm: Algorithm, support: Batch, query: Batch) -> None:
+    def __init__(self, algorithm: Algorithm, support: Batch, query: Batch,
+                 group: ProcessGroup = SINGLE_PROCESS, num_tasks: int | None = None) -> None:
         self.algorithm, self.support, self.query = algorithm, support, query
         self.meta_parameters = algorithm.meta_parameters()
+        self.group, self.local = group, int(query[0].shape[0])
+        self.num_tasks = self.local if num_tasks is None else num_tasks
 
     def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
         grads, losses = self.algorithm.meta_gradient(self.support, self.query)
-        loss = losses.mean().item()
+        if self.group.distributed:  # the algorithm's gradients are means over local tasks
+            sums = self.group.sum([g.double() * self.local for g in grads])
+            grads = [(s / self.num_tasks).to(g.dtype) for s, g in zip(sums, grads, strict=True)]
+        (loss,) = self.group.task_mean([losses], self.num_tasks)
         check_finite("meta-loss", loss)
-        return grads, {"loss/post_adaptation": loss}
+        return grads, {"loss/post_adaptation": loss.item()}
 
     def outer_lr(self) -> float | None:
         return self.algorithm.outer_lr()
@@ -53,8 +62,10 @@ class SupervisedMetaLearner:
     """Model, algorithm, meta-update and sampler of a supervised meta-learning run."""
 
     def __init__(self, config: Config, family: TaskFamily, device: str,
-                 eval_family: TaskFamily | None = None) -> None:
+                 eval_family: TaskFamily | None = None,
+                 group: ProcessGroup = SINGLE_PROCESS) -> None:
         self.config, self.family, self.device = config, family, device
+        self.group = group
         # Built now so that a mistake in evaluation.env_kwargs stops the run before training.
         self.eval_family = eval_family or evaluation_family(
             family, config.evaluation.env_kwargs, config.env.module)
@@ -68,56 +79,79 @@ class SupervisedMetaLearner:
         self.algorithm = build_algorithm(config, self.model, self.loss_fn, self.batching)
         self.meta_update = build_meta_update(config, self.algorithm.meta_parameters())
         s = config.sampling
+        group.check_meta_batch("sampling.meta_batch_size", s.meta_batch_size)
+        #: The meta-batch's tasks this process works on.
+        self.task_ids = group.shard(s.meta_batch_size)
         self.sampler = SupervisedSampler(
-            family.env_id, family.env_kwargs, s.meta_batch_size,
+            family.env_id, family.env_kwargs, len(self.task_ids),
             s.support_size + s.query_size, seed=config.seed, device=device,
         )
+        self._iterations = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The meta-update's optimizer (``meta.lr`` schedules act on it)."""
         return self.meta_update.optimizer
 
-    def meta_iteration(self, tasks: list[Any]) -> dict[str, float]:
-        """One meta-update on ``tasks``; returns the iteration's metrics."""
-        cfg = self.config
-        support, query = split_shots(self.sampler.sample(tasks), cfg.sampling.support_size)
+    def meta_iteration(self, tasks: list[Any], iteration: int | None = None
+                       ) -> dict[str, float]:
+        """One meta-update on the meta-batch ``tasks`` (this process takes its shard of them);
+        returns the iteration's metrics. ``iteration`` (default: how many this learner has run)
+        seeds the shots with the task indices."""
+        if iteration is None:
+            iteration = self._iterations
+        self._iterations = iteration + 1
+        cfg, total = self.config, len(tasks)
+        keys = episode_keys(cfg.seed, SUPPORT_STREAM, iteration, 0, self.task_ids)
+        shots = self.sampler.sample([tasks[i] for i in self.task_ids], keys)
+        support, query = split_shots(shots, cfg.sampling.support_size)
         with torch.no_grad():  # before the update, so it is the same theta as the adaptation's
             params = model_params(self.model)
-            before = vmap(lambda q: self.loss_fn(self.model, params, q))(query).mean().item()
-        metrics = self.meta_update.step(SupervisedMetaBatch(self.algorithm, support, query))
-        return {"loss/pre_adaptation": before, **metrics}
+            before = vmap(lambda q: self.loss_fn(self.model, params, q))(query)
+        (before,) = self.group.task_mean([before], total)
+        metrics = self.meta_update.step(
+            SupervisedMetaBatch(self.algorithm, support, query, self.group, total))
+        return {"loss/pre_adaptation": before.item(), **metrics}
+
     def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve:
-        """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``."""
-        ev = self.config.evaluation
-        family = self.eval_family
+        """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``; under
+        torchrun every process evaluates its share of them."""
+        ev, family = self.config.evaluation, self.eval_family
         tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
         classification = family.supervised_loss == "cross_entropy"
-        return evaluate_supervised(
-            self.model, model_params(self.model), self.loss_fn, family.env_id,
-            family.env_kwargs, tasks,
-            support_size=ev.support_size or self.config.sampling.support_size,
-            query_size=ev.query_size or self.config.sampling.query_size,
-            query_batch=ev.query_batch,
-            step_sizes=self.config.inner_step_sizes(steps, ev.lr),
-            seed=seed, metric_fn=accuracy if classification else None,
-            metric="accuracy" if classification else "mse", method=self.config.algorithm,
-            batching=self.eval_batching, device=self.device, step_fn=self.algorithm.inner_step,
-        )
+        metric = "accuracy" if classification else "mse"
+
+        def shard(local: list[Any], first: int) -> np.ndarray:
+            return evaluate_supervised(
+                self.model, model_params(self.model), self.loss_fn, family.env_id,
+                family.env_kwargs, local,
+                support_size=ev.support_size or self.config.sampling.support_size,
+                query_size=ev.query_size or self.config.sampling.query_size,
+                query_batch=ev.query_batch,
+                step_sizes=self.config.inner_step_sizes(steps, ev.lr),
+                seed=seed, metric_fn=accuracy if classification else None, metric=metric,
+                batching=self.eval_batching, device=self.device,
+                step_fn=self.algorithm.inner_step, first_task=first,
+            ).per_task
+
+        return AdaptationCurve(self.config.algorithm, metric, list(range(steps + 1)),
+                               self.group.map_tasks(tasks, shard), list(tasks))
 
     def state_dict(self) -> dict[str, Any]:
+        """The same on every process, with no sampler state (shots are seeded per iteration
+        and task), so a run resumes with any number of processes."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.meta_update.state_dict(),
-            "sampler_rng": self.sampler.rng_state(),
             "algorithm": self.algorithm.state_dict(),
+            "iterations": self._iterations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.meta_update.load_state_dict(state["optimizer"])
-        self.sampler.set_rng_state(state["sampler_rng"])
         self.algorithm.load_state_dict(state.get("algorithm", {}))
+        self._iterations = int(state.get("iterations", 0))
 
     def close(self) -> None:
         self.sampler.close()

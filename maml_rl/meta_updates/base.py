@@ -103,24 +103,12 @@ def check_finite(name: str, value: Tensor | float) -> None:
         raise NonFiniteError(f"{name} is {v}; the parameters were not updated")
 
 
-def plain_meta_step(
-    optimizer: torch.optim.Optimizer, meta_loss: Tensor, parameters: Iterable[Tensor]
-) -> None:
-    """Backpropagate the meta-loss through the adaptation and take one optimizer step,
-    refusing (with :class:`NonFiniteError`) to apply a NaN/inf loss or gradient."""
-    check_finite("meta-loss", meta_loss.detach())
-    optimizer.zero_grad(set_to_none=True)
-    meta_loss.backward()
-    _check_gradients(parameters)
-    optimizer.step()
-
-
 def apply_meta_gradient(
     optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor], grads: Sequence[Tensor]
 ) -> None:
     """Take one optimizer step along ``grads`` (one per parameter, e.g. Reptile's
-    ``theta - mean_i theta_i`` or iMAML's implicit gradient), with the same NaN/inf guard as
-    :func:`plain_meta_step`."""
+    ``theta - mean_i theta_i`` or iMAML's implicit gradient), refusing (with
+    :class:`NonFiniteError`) to apply a NaN/inf gradient."""
     if len(parameters) != len(grads):
         raise ValueError(f"{len(grads)} gradients for {len(parameters)} parameters")
     optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from maml_rl.config import Config
-from maml_rl.meta_updates.base import MetaUpdate, plain_meta_step
+from maml_rl.meta_updates.base import MetaUpdate, apply_meta_gradient, check_finite
 
 
 class ProMPMetaUpdate(MetaUpdate):
@@ -33,15 +33,17 @@ class ProMPMetaUpdate(MetaUpdate):
     def step(self, batch: Any) -> dict[str, float]:
         meta = self.config.meta
         old_theta = batch.theta()
+        params = batch.meta_parameters
         first = 0.0
         for epoch in range(meta.ppo_epochs):
-            clipped, inner_kl, _ = batch.ppo_terms(old_theta)
-            loss = clipped.mean() + meta.inner_kl_penalty * inner_kl.mean()
-            plain_meta_step(self.optimizer, loss, batch.meta_parameters)
+            grads, objective, clipped = batch.ppo_gradient(old_theta, meta.inner_kl_penalty)
+            check_finite("meta-loss", objective)
+            apply_meta_gradient(self.optimizer, params, grads)
             if epoch == 0:
-                first = clipped.mean().item()
+                first = clipped.item()
         with torch.no_grad():
             surrogate, _ = batch.losses(values_only=True)
-            _, inner_kl, kl = batch.ppo_terms(old_theta)
-        return {"surrogate/before": first, "surrogate/after": surrogate.mean().item(),
-                "kl": kl.mean().item(), "kl/pre_update": inner_kl.mean().item()}
+            (surrogate,) = batch.task_means(surrogate)
+        inner_kl, kl = batch.ppo_kls(old_theta)
+        return {"surrogate/before": first, "surrogate/after": surrogate.item(),
+                "kl": kl.item(), "kl/pre_update": inner_kl.item()}

@@ -152,6 +152,7 @@ def trpo_step(
     ls_max_steps: int = 15,
     curvature_fn: Closure | None = None,
     curvature_product: Callable[[Tensor], Tensor] | None = None,
+    gradient: tuple[Tensor, float] | None = None,
 ) -> TRPOStepInfo:
     """One TRPO update of ``params`` in place (Schulman et al. 2015, Appendix C).
 
@@ -186,19 +187,30 @@ def trpo_step(
             twice (e.g. :mod:`maml_rl.meta_updates.curvature`'s Fisher-vector products, which equal
             the KL Hessian at the current parameters); ``cg_damping`` is added here. Built after
             ``loss_fn``/``kl_fn`` ran; ``curvature_fn`` is then ignored.
+        gradient: ``(g, loss)``, the flat loss gradient and the loss at the current
+            parameters, when the caller forms them itself (MAML-TRPO sums per-task gradients,
+            so that the result does not depend on how tasks are split over processes); then
+            ``loss_fn``/``kl_fn`` give values for the line search only and ``curvature_product``
+            is required.
 
     Returns:
         :class:`TRPOStepInfo`.
     """
     params = list(params)
-    with torch.enable_grad():
-        loss = as_scalar("loss_fn", loss_fn())
-        # Retained in case the caller's KL shares the loss's graph (see above).
-        grad = flat_grad(loss, params, retain_graph=True).detach()
-        loss_before = loss.item()
-        kl = kl_fn()
-        if curvature_fn is not None and curvature_product is None:
-            kl = curvature_fn()
+    loss = kl = None
+    if gradient is not None:
+        if curvature_product is None:
+            raise ValueError("trpo_step: a given gradient needs a curvature_product")
+        grad, loss_before = gradient[0].detach().reshape(-1), float(gradient[1])
+    else:
+        with torch.enable_grad():
+            loss = as_scalar("loss_fn", loss_fn())
+            # Retained in case the caller's KL shares the loss's graph (see above).
+            grad = flat_grad(loss, params, retain_graph=True).detach()
+            loss_before = loss.item()
+            kl = kl_fn()
+            if curvature_fn is not None and curvature_product is None:
+                kl = curvature_fn()
     if curvature_product is not None:
         damped = lambda v: curvature_product(v) + cg_damping * v  # noqa: E731
         hvp = _CountedProduct(damped)
@@ -253,32 +265,26 @@ class TRPOMetaUpdate(MetaUpdate):
 
     def step(self, batch: Any) -> dict[str, float]:
         meta = self.config.meta
+        grad, loss, _ = batch.surrogate_gradient()
+        check_finite("surrogate loss", loss)
         stored: dict[str, Tensor] = {}
-        calls = [0]
 
-        def loss_fn() -> Tensor:
-            # The first call gives the gradient and the KL graph; line-search calls need values.
-            surrogate, kl = batch.losses(values_only=calls[0] > 0)
-            calls[0] += 1
-            stored["kl"] = kl.mean()
-            return surrogate.mean()
+        def loss_fn() -> Tensor:  # the line search's values; kl_fn follows at the same theta
+            surrogate, kl = batch.losses(values_only=True)
+            loss, stored["kl"] = batch.task_means(surrogate, kl)
+            return loss
 
-        curvature_fn = curvature_product = None
         subset = max(1, math.ceil(meta.hvp_task_fraction * batch.num_tasks))
         if meta.curvature == "fisher":
             curvature_product = batch.fisher_product(subset)
-        elif subset < batch.num_tasks:
-
-            def curvature_fn() -> Tensor:
-                return batch.losses(tasks=subset)[1].mean()
-
+        else:
+            curvature_product = batch.kl_hessian_product(subset)
         info = trpo_step(
             batch.meta_parameters, loss_fn, lambda: stored["kl"], max_kl=meta.max_kl,
             cg_iters=meta.cg_iters, cg_damping=meta.cg_damping,
             backtrack_ratio=meta.ls_backtrack_ratio, ls_max_steps=meta.ls_max_steps,
-            curvature_fn=curvature_fn, curvature_product=curvature_product,
+            curvature_product=curvature_product, gradient=(grad, loss.item()),
         )
-        check_finite("surrogate loss", info.loss_before)
         return {
             "surrogate/before": info.loss_before,
             "surrogate/after": info.loss_after,
