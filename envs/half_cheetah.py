@@ -205,6 +205,6 @@ def make_half_cheetah_vector_env(
     **kwargs: Any,
 ) -> MujocoTaskVectorEnv:
     """``num_envs`` :class:`HalfCheetahEnv` (``kwargs``) stepped together by
-    ``mujoco.rollout`` with ``nthread`` physics threads (default ``os.cpu_count()``); batch
-    semantics are those of ``envs.vector`` (the registered vector entry point)."""
+    ``mujoco.rollout`` with ``nthread`` physics threads (default: this process's share of the
+    cores); batch semantics are those of ``envs.vector`` (the registered vector entry point)."""
     return MujocoTaskVectorEnv(HalfCheetahEnv(**kwargs), num_envs, max_episode_steps, nthread)

@@ -213,12 +213,21 @@ def _state_slices(model: mujoco.MjModel) -> tuple[slice, slice]:
     return qpos, slice(qpos.stop, qpos.stop + model.nv)
 
 
+def default_physics_threads() -> int:
+    """The cores this process may use, shared with the other processes torchrun started on
+    this machine (``LOCAL_WORLD_SIZE``), so that N training processes do not each start a
+    physics thread per core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 class MujocoTaskVectorEnv(TaskBatchVectorEnv):
     """Batched env of a ``LocomotionMDP``: all sub-envs advance in one ``mujoco.rollout`` call.
 
-    ``nthread`` threads (default ``os.cpu_count()``) step the sub-envs; the physics is the same as
-    the single env's: for the same task, seed and actions the states agree to the last bit, and
-    observations and rewards up to the rounding of batched numpy products (about 1e-15).
+    ``nthread`` threads (default :func:`default_physics_threads`) step the sub-envs; the physics
+    is the same as the single env's: for the same task, seed and actions the states agree to the
+    last bit, and observations and rewards up to the rounding of batched numpy products (about
+    1e-15).
     """
 
     def __init__(
@@ -232,7 +241,7 @@ class MujocoTaskVectorEnv(TaskBatchVectorEnv):
         self.task_type = self.mdp.task_type
         super().__init__(num_envs, single_env, max_episode_steps)
         self.model = self.mdp.model
-        self.nthread = (os.cpu_count() or 1) if nthread is None else int(nthread)
+        self.nthread = default_physics_threads() if nthread is None else int(nthread)
         self._rollout = mujoco.rollout.Rollout(nthread=self.nthread)
         self._datas = [mujoco.MjData(self.model) for _ in range(max(1, self.nthread))]
         self._qpos, self._qvel = _state_slices(self.model)

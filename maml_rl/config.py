@@ -262,7 +262,7 @@ class LoggingConfig:
 
 @dataclass
 class DistributedConfig:
-    """Runs launched by ``torchrun`` (docs/guide/scaling.md); ignored in one process."""
+    """Runs launched by ``torchrun`` (docs/guide/scaling_out.md); ignored in one process."""
 
     timeout_s: float = field(default=300.0, metadata=_range(gt=0))
     """Seconds a collective waits for the other processes before the run stops with one line
