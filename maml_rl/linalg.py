@@ -132,19 +132,25 @@ def conjugate_gradient_fixed(
     ``residual_tol`` or a direction of non-positive curvature appears, the iterate is frozen
     (steps of length 0) instead of breaking out of the loop, which gives the same ``x`` as
     :func:`conjugate_gradient`. The result is not detached: the caller decides.
+
+    ``b`` may also hold independent systems as rows ``[..., n]`` whose ``matvec`` acts row by
+    row (a block-diagonal matrix): each row then gets its own step sizes, as separate runs would.
     """
+    def dot(u: Tensor, v: Tensor) -> Tensor:
+        return (u * v).sum(-1, keepdim=True)
+
     x = torch.zeros_like(b)
     r, p = b, b
-    r_dot_r = torch.dot(r, r)
+    r_dot_r = dot(r, r)
     frozen = r_dot_r < residual_tol
     for _ in range(iters):
         a_p = matvec(p)
-        p_a_p = torch.dot(p, a_p)
+        p_a_p = dot(p, a_p)
         frozen = frozen | ~(p_a_p > 0)
         alpha = torch.where(frozen, torch.zeros_like(p_a_p), r_dot_r / p_a_p.abs().clamp_min(1e-30))
         x = x + alpha * p
         r = r - alpha * a_p
-        new_r_dot_r = torch.dot(r, r)
+        new_r_dot_r = dot(r, r)
         beta = torch.where(frozen, torch.zeros_like(r_dot_r),
                            new_r_dot_r / r_dot_r.clamp_min(1e-30))
         p = r + beta * p

@@ -60,6 +60,7 @@ def _train(tmp: Path, nproc: int, args: list[str], *launcher: str, timeout: floa
 
 
 def _same_run(one: Path, other: Path, rtol: float = 1e-5) -> None:
+    """Metrics to ``rtol`` and checkpoint parameters to ``rtol / 10``."""
     rows_a, rows_b = read_metrics(one), read_metrics(other)
     assert len(rows_a) == len(rows_b) > 0
     for a, b in zip(rows_a, rows_b, strict=True):
@@ -70,21 +71,44 @@ def _same_run(one: Path, other: Path, rtol: float = 1e-5) -> None:
     params_a = load_checkpoint(one / "checkpoint.pt")["learner"]["model"]
     params_b = load_checkpoint(other / "checkpoint.pt")["learner"]["model"]
     for name, value in params_a.items():
-        torch.testing.assert_close(params_b[name], value, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(params_b[name], value, rtol=rtol / 10, atol=rtol / 10)
 
 
-@pytest.mark.parametrize("case", ["nav_trpo", "sinusoid"])
+CASES = {
+    "nav_trpo": NAV,
+    "sinusoid": SINE,
+    "nav_promp": ["configs/navigation_2d_promp.yaml", *NAV[1:], "evaluation.at_end=false"],
+    "nav_metasgd": [*NAV, "algorithm=metasgd", "inner.lr=0.5", "meta.curvature=hessian",
+                    "evaluation.at_end=false"],
+    **{f"sinusoid_{name}": [*SINE, f"algorithm={name}", "evaluation.at_end=false"]
+       for name in ("reptile", "imaml", "metasgd")},
+}
+
+
+#: Meta-SGD's TRPO needs ``meta.curvature: hessian``, whose products sum over tasks inside
+#: autograd (in float32, in an order set by the layout) and whose learned rates are shared by
+#: the tasks: one process and two agree to float32 rounding amplified by the conjugate
+#: gradient (about 1e-4 after one iteration), and a later line search may then take another
+#: number of steps (docs/guide/scaling_out.md). So that case is compared after one iteration.
+#: Every other case is formed from per-task values and compared after three.
+RTOL = {"nav_metasgd": 1e-3}
+ITERATIONS = {"nav_metasgd": 1}
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_two_processes_give_the_numbers_of_one(tmp_path, case):
-    args = [*(NAV if case == "nav_trpo" else SINE), "training.iterations=3",
-            "training.checkpoint_every=3"]
+    iterations = ITERATIONS.get(case, 3)
+    args = [*CASES[case], f"training.iterations={iterations}",
+            f"training.checkpoint_every={iterations}", "distributed.check_every=1"]
+    at_end = "evaluation.at_end=false" not in args
     _train(tmp_path, 0, [*args, "--run-dir", "one"])
     two = _train(tmp_path, 2, [*args, "--run-dir", "two"])
-    _same_run(tmp_path / "one", tmp_path / "two")
+    _same_run(tmp_path / "one", tmp_path / "two", RTOL.get(case, 1e-5))
     rows = read_metrics(tmp_path / "two")
     assert all(row["dist/world_size"] == 2 and row["time/allreduce_s"] > 0 for row in rows)
-    # The held-out evaluation was split over both processes, and gives the same curve.
-    assert (tmp_path / "two" / "eval" / "results.csv").read_text() == (
-        tmp_path / "one" / "eval" / "results.csv").read_text()
+    if at_end:  # the held-out evaluation was split over both processes: the same curve
+        assert (tmp_path / "two" / "eval" / "results.csv").read_text() == (
+            tmp_path / "one" / "eval" / "results.csv").read_text()
     # Rank 0 alone prints: one "run directory" line at the start and one at the end.
     assert two.stdout.count("run directory: two") == 2
 

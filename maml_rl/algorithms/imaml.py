@@ -26,7 +26,6 @@ from maml_rl.adaptation import Batch, LossFn, Params, inner_gradient, map_tasks,
 from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
 from maml_rl.linalg import (
-    conjugate_gradient,
     conjugate_gradient_fixed,
     flat_product,
     hessian_vector_product,
@@ -137,12 +136,10 @@ def implicit_meta_gradient(
 
     ``adapted`` holds the ``phi_i`` stacked along a leading task dimension. The sum over tasks
     of ``L_s,i(phi_i)`` has the block-diagonal Hessian ``diag(H_s,i)`` in the stacked
-    parameters, so the M task systems are one symmetric positive-definite system, solved by one
-    run of :func:`maml_rl.linalg.conjugate_gradient` with
-    :func:`maml_rl.linalg.hessian_vector_product`
-    (the gradient graph built once and reused by every product): one batched product per
-    iteration instead of M. Converged, it gives the per-task solutions of M separate runs; after
-    fewer iterations it differs from them (one Krylov polynomial shared by all tasks).
+    parameters: each CG iteration is one batched product for all M tasks
+    (:func:`maml_rl.linalg.hessian_vector_product`, the gradient graph built once and reused),
+    and :func:`maml_rl.linalg.conjugate_gradient_fixed` keeps one system per task, with its own
+    step sizes, so each task's solution is that of its own run, whatever tasks are beside it.
     """
     leaves = {k: v.detach().requires_grad_() for k, v in adapted.items()}
     params = list(leaves.values())
@@ -155,12 +152,24 @@ def implicit_meta_gradient(
         losses = task_losses(query)
         query_grads = torch.autograd.grad(losses.sum(), params)
         hvp = hessian_vector_product(task_losses(support).sum(), params)
-    rhs = torch.cat([g.reshape(-1) for g in query_grads])
-    solution = conjugate_gradient(lambda v: v + hvp(v) / lam, rhs, iters=cg_steps)
-    grads, offset = {}, 0
-    for name, p in leaves.items():
-        grads[name] = solution[offset : offset + p.numel()].reshape(p.shape).mean(0)
-        offset += p.numel()
+    tasks = int(losses.shape[0])
+    sizes = [p.numel() // tasks for p in params]
+
+    def rows(flat: Tensor) -> Tensor:  # the stacked layout -> one row per task [M, P]
+        return torch.cat([block.reshape(tasks, -1)
+                          for block in flat.split([p.numel() for p in params])], dim=1)
+
+    def stacked(x: Tensor) -> Tensor:
+        return torch.cat([block.reshape(-1) for block in x.split(sizes, dim=1)])
+
+    rhs = rows(torch.cat([g.reshape(-1) for g in query_grads]))
+    solution = conjugate_gradient_fixed(lambda v: v + rows(hvp(stacked(v))) / lam, rhs,
+                                        cg_steps).detach()
+    # The mean over tasks in float64: the same to the last bit however the tasks are split
+    # over processes (maml_rl.distributed).
+    grads = {name: block.double().mean(0).reshape(p.shape[1:])
+             for (name, p), block in zip(leaves.items(), solution.split(sizes, dim=1),
+                                         strict=True)}
     return grads, losses.detach()
 
 

@@ -49,7 +49,9 @@ class Reptile(Algorithm):
 
         with torch.no_grad():  # the inner gradient still runs: it enables grad itself
             adapted, losses = map_tasks(task, support, query, batching=self.batching)
-        return [theta[k] - adapted[k].mean(0) for k in theta], losses
+        # The mean over tasks in float64: the same to the last bit however the tasks are split
+        # over processes (maml_rl.distributed).
+        return [(theta[k] - adapted[k]).double().mean(0) for k in theta], losses
 
     def outer_lr(self) -> float:
         """epsilon for the next update: ``meta.lr`` (under its ``lr_milestones`` schedule),
