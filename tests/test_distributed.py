@@ -202,3 +202,41 @@ def test_ctrl_c_stops_every_process_after_the_same_iteration_with_one_checkpoint
     assert "interrupted at iteration" in err, err[-3000:]
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
     assert state["iteration"] == len(read_metrics(tmp_path / "r")) > 0
+
+
+def test_shards_cover_the_meta_batch_in_order():
+    from maml_rl.distributed import ProcessGroup
+
+    for tasks, world in ((40, 2), (5, 3), (40, 16), (7, 7)):
+        shards = [ProcessGroup(r, world).shard(tasks) for r in range(world)]
+        assert [i for s in shards for i in s] == list(range(tasks))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def _check_identical_worker(rank: int, store_path: str, queue) -> None:
+    from maml_rl.distributed import DistributedError, ProcessGroup
+
+    store = torch.distributed.FileStore(store_path, 2)
+    torch.distributed.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    group = ProcessGroup(rank, 2)
+    same = [torch.ones(3)]
+    group.check_identical(same)  # passes
+    try:
+        group.check_identical([torch.ones(3) + rank * 1e-7])
+        queue.put((rank, "no error"))
+    except DistributedError as err:
+        queue.put((rank, str(err)))
+    torch.distributed.destroy_process_group()
+
+
+def test_parameters_that_drift_apart_are_caught(tmp_path):
+    context = torch.multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    workers = [context.Process(target=_check_identical_worker,
+                               args=(r, str(tmp_path / "store"), queue)) for r in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    results = dict(queue.get() for _ in range(2))
+    assert all("differ between rank 0 and rank(s) [1]" in results[r] for r in (0, 1)), results

@@ -108,24 +108,49 @@ class RLMetaBatch:
                   ) -> tuple[Tensor, list[Tensor]]:
         """The float64 sum over this process's tasks of the gradient of ``task_fn``'s first
         output, flat in the order of :attr:`meta_parameters`, and every output's per-task
-        values. Theta enters each task as its own copy (a stride-0 expansion), so that one
-        backward pass gives each task's gradient."""
+        values. Each task starts from its own leaf copy of theta, so that one backward pass
+        gives each task's gradient: a list of leaves for a loop over tasks, one stacked leaf
+        ``[M, ...]`` per parameter under vmap."""
         theta = model_params(self.model)
         local = len(self.task_ids)
-        copies = {k: v.unsqueeze(0).expand(local, *v.shape) for k, v in theta.items()}
-        outputs = self._map(task_fn, None, copies)
-        per_theta = {id(v): k for k, v in theta.items()}
-        inputs = [copies[per_theta[id(p)]] if id(p) in per_theta else p
-                  for p in self.meta_parameters]
-        grads = torch.autograd.grad(outputs[0].sum(), inputs, allow_unused=True)
-        flat = []
-        for p, x, g in zip(self.meta_parameters, inputs, grads, strict=True):
-            if g is None:
-                flat.append(torch.zeros(p.numel(), dtype=torch.float64, device=p.device))
-            elif x is p:  # an algorithm's own tensor (Meta-SGD's rates): summed by autograd
-                flat.append(g.reshape(-1).double())
+        extras = [p for p in self.meta_parameters
+                  if not any(p is v for v in theta.values())]
+        if self.batching == "loop":
+            leaves = [{k: v.detach().requires_grad_() for k, v in theta.items()}
+                      for _ in range(local)]
+            per_task = [task_fn(*(task_slice(tree, i) for tree in
+                                  (self.supports, self.query, self.old_params)), leaves[i])
+                        for i in range(local)]
+            outputs = tree_map(lambda *xs: torch.stack(xs), *per_task)
+            inputs = [leaf[k] for leaf in leaves for k in theta]
+        else:
+            stacked = {k: v.detach().unsqueeze(0).repeat(local, *([1] * v.dim()))
+                       .requires_grad_() for k, v in theta.items()}
+            outputs = self._map(task_fn, None, stacked)
+            inputs = list(stacked.values())
+        grads = torch.autograd.grad(outputs[0].sum(), [*inputs, *extras], allow_unused=True)
+        theta_grads, extra_grads = grads[:len(inputs)], grads[len(inputs):]
+        sums: dict[str, Tensor] = {}
+        for j, (k, v) in enumerate(theta.items()):
+            if self.batching == "loop":
+                task_grads = [theta_grads[i * len(theta) + j] for i in range(local)]
+                task_grads = [torch.zeros_like(v) if g is None else g for g in task_grads]
+                rows = torch.stack(task_grads)
             else:
-                flat.append(g.reshape(local, -1).double().sum(0))
+                g = theta_grads[j]
+                rows = torch.zeros(local, *v.shape, device=v.device) if g is None else g
+            sums[k] = rows.reshape(local, -1).double().sum(0)
+        # An algorithm's own tensors (Meta-SGD's rates) are shared: autograd sums their tasks.
+        extra = {id(p): g for p, g in zip(extras, extra_grads, strict=True)}
+        flat = []
+        for p in self.meta_parameters:
+            name = next((k for k, v in theta.items() if v is p), None)
+            if name is not None:
+                flat.append(sums[name])
+            else:
+                g = extra[id(p)]
+                flat.append(torch.zeros(p.numel(), dtype=torch.float64, device=p.device)
+                            if g is None else g.reshape(-1).double())
         return torch.cat(flat), [o.detach() for o in outputs]
 
     def _split(self, flat: Tensor) -> list[Tensor]:
@@ -180,18 +205,23 @@ class RLMetaBatch:
         if positions is None:
             positions = list(range(len(self.task_ids)))
         products = [
-            flat_product(task_fisher_product(
+            task_fisher_product(
                 self.model, theta, algorithm.loss_fn, [task_slice(b, i) for b in self.supports],
-                task_slice(self.query, i), rates, algorithm.first_order, algorithm.trainable),
-                theta)
+                task_slice(self.query, i), rates, algorithm.first_order, algorithm.trainable)
             for i in positions
         ]
 
-        def product(v: Tensor) -> Tensor:
-            total = torch.zeros(v.numel(), dtype=torch.float64, device=v.device)
+        def summed(v: Params) -> Params:  # float64 sums over the local tasks, task by task
+            total = {k: torch.zeros_like(x, dtype=torch.float64) for k, x in v.items()}
             for task_product in products:
-                total += task_product(v).double()
-            return self._mean([total], size)[0]
+                for k, x in task_product(v).items():
+                    total[k] += x
+            return total
+
+        flat = flat_product(summed, theta)
+
+        def product(v: Tensor) -> Tensor:
+            return self._mean([flat(v).double()], size)[0]
 
         return product
 
