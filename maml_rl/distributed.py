@@ -168,13 +168,6 @@ class ProcessGroup:
         if self.distributed:
             self._timed(torch.distributed.barrier)
 
-    def close(self) -> None:
-        """Leave the group once every process is done with it (a process leaving while another
-        still talks to it aborts that one)."""
-        if self.distributed and torch.distributed.is_initialized():
-            self.barrier()
-            torch.distributed.destroy_process_group()
-
 
 #: The single-process group: every collective is the identity.
 SINGLE_PROCESS = ProcessGroup()
