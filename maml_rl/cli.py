@@ -161,9 +161,8 @@ def train_main(argv: list[str] | None = None) -> int:
         # A fault of this process's own share: it says so whatever its rank.
         print(f"error: {_fault_message(err, trainer)}", file=sys.stderr)
         return _finish(group, 2)
-    except DistributedError as err:
-        say(f"error: {err}; the last checkpoint is kept: {trainer._last_checkpoint()}",
-            file=sys.stderr)
+    except DistributedError as err:  # every survivor sees it: rank 0 says it
+        say(f"error: {_fault_message(err, trainer)}", file=sys.stderr)
         return _finish(group, 2)
     except KeyboardInterrupt:  # while a checkpoint or log was being written: those are atomic
         say(f"interrupted; the last checkpoint in {args.run_dir} is intact. Resume with: "

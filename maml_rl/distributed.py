@@ -4,10 +4,11 @@ MAML's meta-batch is data-parallel by construction: every quantity of a meta-ite
 mean over its M tasks (Finn et al. 2017, Eq. 3 and Algorithm 3): the meta-gradient, each
 Fisher-vector product of TRPO's conjugate gradient, the line search's surrogate and KL. Every
 rank draws the same M tasks from the shared task generator and works on a contiguous shard of
-them; a mean over tasks is then the sum over ranks of ``local mean * local tasks / M``, one
-all-reduce. Episodes are seeded per (iteration, task) (:func:`maml_rl.seeding.episode_keys`),
-so the numbers do not depend on the number of processes, and the parameters stay identical on
-every rank (:meth:`ProcessGroup.check_identical`).
+them; a mean over tasks is then each rank's float64 sum of per-task values, summed over the
+ranks by one all-reduce and divided by M. Episodes are seeded per (iteration, task)
+(:func:`maml_rl.seeding.episode_keys`), so the numbers do not depend on the number of
+processes, and the parameters stay identical on every rank
+(:meth:`ProcessGroup.check_identical`).
 
 Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) the run is one process and every
 collective here is the identity, with no arithmetic added.
@@ -25,6 +26,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch import Tensor
+
+from maml_rl.config import ConfigError
 
 T = TypeVar("T")
 
@@ -44,7 +47,6 @@ class ProcessGroup:
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self.device = device
         self.collective_seconds = 0.0
-        self.collective_calls = 0
 
     @property
     def distributed(self) -> bool:
@@ -66,8 +68,6 @@ class ProcessGroup:
 
     def check_meta_batch(self, name: str, num_tasks: int) -> None:
         """Refuse a meta-batch with fewer tasks than ranks (a rank would hold none)."""
-        from maml_rl.config import ConfigError
-
         if num_tasks < self.world_size:
             raise ConfigError(f"{name}={num_tasks} is smaller than the {self.world_size} "
                               "processes: every process needs at least one task; launch fewer "
@@ -82,7 +82,6 @@ class ProcessGroup:
             raise DistributedError(_collective_failure(self.rank, err)) from None
         finally:
             self.collective_seconds += time.perf_counter() - start
-            self.collective_calls += 1
 
     def sum(self, values: Sequence[Tensor]) -> list[Tensor]:
         """Each tensor summed over the processes (one all-reduce of them all, in their dtype;

@@ -113,8 +113,8 @@ class RLMetaBatch:
         ``[M, ...]`` per parameter under vmap."""
         theta = model_params(self.model)
         local = len(self.task_ids)
-        extras = [p for p in self.meta_parameters
-                  if not any(p is v for v in theta.values())]
+        names = {id(v): k for k, v in theta.items()}
+        extras = [p for p in self.meta_parameters if id(p) not in names]
         if self.batching == "loop":
             leaves = [{k: v.detach().requires_grad_() for k, v in theta.items()}
                       for _ in range(local)]
@@ -144,9 +144,8 @@ class RLMetaBatch:
         extra = {id(p): g for p, g in zip(extras, extra_grads, strict=True)}
         flat = []
         for p in self.meta_parameters:
-            name = next((k for k, v in theta.items() if v is p), None)
-            if name is not None:
-                flat.append(sums[name])
+            if id(p) in names:
+                flat.append(sums[names[id(p)]])
             else:
                 g = extra[id(p)]
                 flat.append(torch.zeros(p.numel(), dtype=torch.float64, device=p.device)

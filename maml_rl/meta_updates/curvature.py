@@ -33,10 +33,6 @@ from maml_rl.linalg import Product
 from maml_rl.policies import distribution_tensors
 
 
-def _add(a: Params, b: Params, scale: float = 1.0) -> Params:
-    return {k: a[k] + scale * b[k] for k in a}
-
-
 class _InnerStep:
     """One inner step's gradient graph at its own leaves, reused for every Hessian product.
 
@@ -137,16 +133,3 @@ def fisher_output_product(
     (logit_t,) = tangent
     centred = logit_t - (probs * logit_t).sum(-1, keepdim=True)
     return (probs * centred * weights.unsqueeze(-1),)
-
-
-def mean_fisher_product(products: Sequence[Product]) -> Product:
-    """The product for the KL averaged over tasks (the meta-batch's mean KL)."""
-
-    def product(v: Params) -> Params:
-        total = None
-        for p in products:
-            out = p(v)
-            total = out if total is None else _add(total, out)
-        return {k: t / len(products) for k, t in total.items()}
-
-    return product

@@ -150,7 +150,6 @@ def trpo_step(
     cg_damping: float = 1e-5,
     backtrack_ratio: float = 0.8,
     ls_max_steps: int = 15,
-    curvature_fn: Closure | None = None,
     curvature_product: Callable[[Tensor], Tensor] | None = None,
     gradient: tuple[Tensor, float] | None = None,
 ) -> TRPOStepInfo:
@@ -179,14 +178,10 @@ def trpo_step(
         cg_damping: damping added to the KL Hessian (MAML: 1e-5).
         backtrack_ratio: line-search shrink factor (MAML: 0.8).
         ls_max_steps: line-search tries (MAML: 15).
-        curvature_fn: closure returning the KL whose Hessian the conjugate gradient uses, when
-            it should differ from ``kl_fn`` (e.g. the KL on a subset of tasks, which makes each
-            product proportionally cheaper); called once, after ``kl_fn``. The step is still
-            scaled by this curvature and accepted on ``kl_fn``'s full KL.
         curvature_product: ``v -> H v`` supplied by the caller instead of differentiating the KL
             twice (e.g. :mod:`maml_rl.meta_updates.curvature`'s Fisher-vector products, which equal
-            the KL Hessian at the current parameters); ``cg_damping`` is added here. Built after
-            ``loss_fn``/``kl_fn`` ran; ``curvature_fn`` is then ignored.
+            the KL Hessian at the current parameters, or a product over a subset of tasks);
+            ``cg_damping`` is added here. Built after ``loss_fn``/``kl_fn`` ran.
         gradient: ``(g, loss)``, the flat loss gradient and the loss at the current
             parameters, when the caller forms them itself (MAML-TRPO sums per-task gradients,
             so that the result does not depend on how tasks are split over processes); then
@@ -209,8 +204,6 @@ def trpo_step(
             grad = flat_grad(loss, params, retain_graph=True).detach()
             loss_before = loss.item()
             kl = kl_fn()
-            if curvature_fn is not None and curvature_product is None:
-                kl = curvature_fn()
     if curvature_product is not None:
         damped = lambda v: curvature_product(v) + cg_damping * v  # noqa: E731
         hvp = _CountedProduct(damped)
