@@ -11,8 +11,13 @@ search) for each task batching (loop / vmap) and fraction of tasks in the curvat
 same parameters,
 and reports the cosine between each variant's parameter update and the exact one.
 
+It also counts each variant's matrix-multiply work (``torch.utils.flop_counter``) and divides it
+by the rate of one matmul of the policy's hidden layer over a task's query states at the same
+threads: the meta-step's **matmul floor**, the seconds it would take if every matrix product ran
+at that rate and nothing else cost anything.
+
     python benchmarks/bench_trpo.py configs/navigation_2d.yaml [key=value ...] [--repeats 2]
-        [--curvatures hessian fisher] [--fractions 1.0 0.25] [--batchings loop vmap]
+        [--curvatures hessian fisher] [--fractions 1.0 0.25] [--batchings loop vmap stacked]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import envs  # noqa: F401
 from maml_rl.config import load_config
@@ -33,6 +39,18 @@ from maml_rl.learners.rl_objective import RLMetaBatch
 
 def flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def matmul_rate(rows: int, width: int, seconds: float = 0.5) -> float:
+    """FLOP/s of ``[rows, width] @ [width, width]``, the policy's hidden layer on one task."""
+    x, w = torch.randn(rows, width), torch.randn(width, width)
+    for _ in range(5):
+        x @ w
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x @ w
+        count += 1
+    return 2 * rows * width * width * count / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -62,6 +80,10 @@ def main() -> None:
     print(f"{config.env.id}: {config.sampling.meta_batch_size} tasks, {steps} query steps, "
           f"policy {config.policy.hidden_sizes} {config.policy.nonlinearity}, "
           f"{torch.get_num_threads()} threads; sampling+inner loop {sampling:.2f} s")
+    width = max(config.policy.hidden_sizes)
+    rate = matmul_rate(steps // config.sampling.meta_batch_size, width)
+    print(f"  matmul rate [{steps // config.sampling.meta_batch_size}, {width}] @ [{width}, "
+          f"{width}]: {rate / 1e9:.1f} GFLOP/s")
     reference = None
     variants = [(c, f, b) for c in args.curvatures for f in args.fractions
                 for b in args.batchings]
@@ -77,6 +99,11 @@ def main() -> None:
                 RLMetaBatch(learner.algorithm, supports, query, adapted, batching))
             times.append(time.perf_counter() - t)
         update = flat(learner.model) - theta
+        learner.model.load_state_dict(initial)
+        with FlopCounterMode(display=False) as counter:
+            learner.meta_update.step(
+                RLMetaBatch(learner.algorithm, supports, query, adapted, batching))
+        flops = counter.get_total_flops()
         if reference is None:
             reference = update
         cos = torch.nn.functional.cosine_similarity(update, reference, dim=0).item()
@@ -84,7 +111,8 @@ def main() -> None:
               f"meta-step {min(times):6.2f} s (best of {args.repeats}), "
               f"surrogate {info['surrogate/before']:+.4f} -> {info['surrogate/after']:+.4f}, "
               f"KL {info['kl']:.4f}, line-search steps {info['trpo/ls_steps']}, "
-              f"cosine to exact update {cos:.3f}")
+              f"cosine to exact update {cos:.3f}; matmuls {flops / 1e9:.1f} GFLOP, floor "
+              f"{flops / rate:.2f} s")
 
 
 if __name__ == "__main__":

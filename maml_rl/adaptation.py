@@ -99,7 +99,9 @@ def _autograd_grads(loss_of: Callable[[Params], Tensor], params: Params, first_o
     leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in params.items()}
     second_order = not first_order and any(v.requires_grad for v in params.values())
     with torch.enable_grad():
-        loss = loss_of(leaves)
+        # A stacked batch's losses are one per task, each a function of its task's slice of
+        # the stacked parameters only: the gradient of their sum is every task's gradient.
+        loss = loss_of(leaves).sum()
         grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=second_order)
     return dict(zip(leaves, grads, strict=True))
 
@@ -145,16 +147,41 @@ def num_tasks(batch: Any) -> int:
     return next(v.shape[0] for v in tree_leaves(batch) if isinstance(v, Tensor))
 
 
+#: How the tasks of a meta-batch are processed together (``meta.task_batching``).
+BATCHINGS = ("vmap", "loop", "stacked")
+
+
 def map_tasks(fn: Callable[..., Any], *batched: Any, batching: str = "vmap") -> Any:
     """Apply ``fn`` to each task of ``batched`` (pytrees with a leading task dimension) and
-    stack the results: by ``torch.func.vmap`` (``batching="vmap"``) or a Python loop (``"loop"``).
+    stack the results: by ``torch.func.vmap`` (``batching="vmap"``), a Python loop
+    (``"loop"``), or one call on the whole stack (``"stacked"``: ``fn`` sees every task at
+    once, parameters stacked per task, :func:`per_task`, and the model evaluates them with
+    batched matmuls, :class:`maml_rl.policies.Linear`; RL policies only).
     ``fn`` must pass ``functional=batching == "vmap"`` on to :func:`adapt`."""
     if batching == "vmap":
         return vmap(fn, randomness="different")(*batched)
     if batching == "loop":
         outputs = [fn(*(task_slice(b, i) for b in batched)) for i in range(num_tasks(batched))]
         return tree_map(lambda *xs: torch.stack(xs), *outputs)
-    raise ValueError(f"batching must be 'vmap' or 'loop', got {batching!r}")
+    if batching == "stacked":
+        return fn(*batched)
+    raise ValueError(f"batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
+
+
+def per_task(params: Params, tasks: int) -> Params:
+    """``params`` shared by ``tasks`` tasks, as a stack with a leading task dimension (a view,
+    differentiable: the gradient of a stacked computation flows back summed over tasks).
+    Under ``torch.no_grad`` the stack is detached: a view made there of a tensor that requires
+    grad would still claim to require it, yet not be part of any graph."""
+    if not torch.is_grad_enabled():
+        params = {k: v.detach() for k, v in params.items()}
+    return {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in params.items()}
+
+
+def shared_for(params: Params, batching: str, tasks: int) -> Params:
+    """Parameters shared by every task, as :func:`map_tasks`' ``fn`` takes them under
+    ``batching``: stacked per task under ``"stacked"``, else as they are."""
+    return per_task(params, tasks) if batching == "stacked" else params
 
 
 def adapt_tasks(
@@ -171,9 +198,10 @@ def adapt_tasks(
     Returns the adapted parameters stacked along a leading task dimension. ``trainable``: the
     parameters that adapt (all by default; ANIL: the head)."""
     functional = batching == "vmap"
+    theta = shared_for(params, batching, num_tasks(list(supports)))
 
     def one(task_supports):
-        return adapt(model, params, loss_fn, list(task_supports), step_sizes, first_order,
+        return adapt(model, theta, loss_fn, list(task_supports), step_sizes, first_order,
                      trainable, functional=functional)
 
     return map_tasks(one, list(supports), batching=batching)
@@ -197,9 +225,10 @@ def adapted_losses(
     :func:`adapt` and agree to rounding (a test checks).
     """
     functional = batching == "vmap"
+    theta = shared_for(params, batching, num_tasks(support))
 
     def task_loss(task_support: Batch, task_query: Batch) -> Tensor:
-        adapted = adapt(model, params, loss_fn, task_support, step_sizes, first_order, trainable,
+        adapted = adapt(model, theta, loss_fn, task_support, step_sizes, first_order, trainable,
                         functional=functional)
         return loss_fn(model, adapted, task_query)
 

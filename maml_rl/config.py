@@ -141,9 +141,12 @@ class MetaConfig:
     """Fraction of the meta-batch's tasks whose KL gives the TRPO Hessian-vector products
     (1.0: exact). Each product costs proportionally less; the line search still checks the KL
     of every task. Measured in benchmarks/bench_trpo.py."""
-    task_batching: Literal["auto", "vmap", "loop"] = "auto"
-    """How tasks of a meta-batch are processed together: ``torch.func.vmap`` or a Python loop.
-    ``auto`` picks what measured fastest for the family and device (docs/results/speed.md)."""
+    task_batching: Literal["auto", "vmap", "loop", "stacked"] = "auto"
+    """How tasks of a meta-batch are processed together: ``torch.func.vmap``, a Python loop,
+    or ``stacked`` (RL policies: parameters stacked per task, one batched matmul per layer for
+    every task). ``auto`` picks what measured fastest for the family and device
+    (docs/results/speed.md): vmap for supervised families, stacked for RL on GPU, a loop for RL
+    on CPU."""
 
 
 @dataclass
@@ -322,8 +325,9 @@ class Config:
     def task_batching(self, supervised: bool, device: str, evaluation: bool = False) -> str:
         """``meta.task_batching`` with ``auto`` resolved by what measured fastest
         (docs/results/speed.md; benchmarks/bench_meta_iteration.py, bench_trpo.py,
-        bench_omniglot.py): vmap for the small supervised networks and on GPU, a Python loop
-        over tasks for RL policies on CPU.
+        bench_omniglot.py): vmap for the small supervised networks, parameters stacked per
+        task for RL policies on GPU, and a Python loop over tasks for RL policies on CPU (whose
+        meta-step is bound by arithmetic there, and one task's activations stay in cache).
         ``evaluation=True``: the batching of the held-out evaluation, where ``auto`` takes a loop
         for the conv net on CPU (vmap's activations of a whole chunk of tasks are hundreds of
         MB there)."""
@@ -331,7 +335,9 @@ class Config:
             return self.meta.task_batching
         if evaluation and self.policy.model == "conv" and not device.startswith("cuda"):
             return "loop"
-        return "vmap" if supervised or device.startswith("cuda") else "loop"
+        if supervised:
+            return "vmap"
+        return "stacked" if device.startswith("cuda") else "loop"
 
     def resolve_device(self) -> str:
         """The torch device string this run uses."""

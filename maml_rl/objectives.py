@@ -35,7 +35,9 @@ SUPERVISED_LOSSES = {"mse": mse_loss, "cross_entropy": cross_entropy_loss}
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+    """Mean over a task's valid steps, the last two dimensions ``[N, T]`` (episodes, time):
+    a scalar for one task's batch, one value per task for a stacked ``[M, N, T]`` batch."""
+    return (values * mask).sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1.0)
 
 
 def reinforce_loss(model: nn.Module, params: Params, batch: PolicyBatch) -> Tensor:

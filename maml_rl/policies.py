@@ -19,6 +19,26 @@ from torch.distributions import Categorical, Independent, Normal
 NONLINEARITIES = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that also takes parameters stacked per task.
+
+    Called functionally with a weight ``[M, out, in]`` and a bias ``[M, out]`` (one set per
+    task of a meta-batch) on inputs ``[M, ..., in]``, it applies task i's parameters to task
+    i's inputs in one batched matmul (``torch.baddbmm``). Every task of a meta-batch then runs
+    through each layer, and through each backward and double-backward pass, as one kernel
+    instead of one per task: this is ``meta.task_batching: stacked``
+    (:func:`maml_rl.adaptation.map_tasks`). With its own 2-D parameters it is ``nn.Linear``,
+    state dict included."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.dim() == 2:
+            return super().forward(x)
+        tasks = self.weight.shape[0]
+        rows = x.reshape(tasks, -1, x.shape[-1])
+        out = torch.baddbmm(self.bias.unsqueeze(1), rows, self.weight.transpose(1, 2))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
 def mlp(
     in_dim: int,
     out_dim: int,
@@ -31,11 +51,11 @@ def mlp(
     layers: list[nn.Module] = []
     sizes = [in_dim, *hidden_sizes]
     for a, b in itertools.pairwise(sizes):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if batch_norm:
             layers.append(BatchNorm(b))
         layers.append(NONLINEARITIES[nonlinearity]())
-    layers.append(nn.Linear(sizes[-1], out_dim))
+    layers.append(Linear(sizes[-1], out_dim))
     return nn.Sequential(*layers)
 
 
@@ -187,7 +207,10 @@ class GaussianMLPPolicy(nn.Module):
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.distributions.Distribution:
-        return Independent(Normal(self.mean(obs), self.log_std.exp()), 1)
+        loc, std = self.mean(obs), self.log_std.exp()
+        if std.dim() > 1:  # stacked per task ([M, act]): broadcast over each task's states
+            std = std.reshape(std.shape[0], *([1] * (loc.dim() - 2)), std.shape[-1])
+        return Independent(Normal(loc, std), 1)
 
 
 class CategoricalMLPPolicy(nn.Module):

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.func import vmap
 
 from envs.generic import family_metadata, make_task_vector_env
 from envs.vector import EnvOutputError
@@ -163,8 +162,8 @@ class EpisodeSampler(_VectorEnvSampler):
 
     Sub-env ``i * N + n`` holds task i. The policy runs on ``device`` with either one set of
     parameters for every task (the meta-parameters, before adaptation) or per-task parameters
-    stacked along a leading task dimension (after adaptation), evaluated with one
-    ``torch.func.vmap`` call per step. Physics stays on the CPU. Episodes that end early
+    stacked along a leading task dimension (after adaptation), evaluated for every task at
+    once per step (one batched matmul per layer). Physics stays on the CPU. Episodes that end early
     (terminated, e.g. Ant falling) are masked from that step on. ``env_wrapper``, if given, wraps
     the batched env (e.g. ``envs.wrappers.TaskObservationVectorEnv`` for the oracle).
     """
@@ -369,19 +368,13 @@ def draw_actions(dist: torch.distributions.Distribution, noise: torch.Tensor | N
 
 def _actor(policy, params, num_tasks: int):
     """``(obs [B, D], noise) -> (actions [B, ...], log_probs [B])`` for parameters stacked per
-    task (:func:`draw_actions`)."""
-    kind = {}
-
-    def tensors(p, o):
-        name, values = distribution_tensors(forward(policy, p, o))
-        kind["name"] = name
-        return values
-
-    batched = vmap(tensors)
+    task (:func:`draw_actions`): the policy evaluated for every task at once, task i's
+    parameters on task i's sub-envs (:class:`maml_rl.policies.Linear`'s batched matmul)."""
 
     def act(obs, noise):
-        values = batched(params, obs.reshape(num_tasks, -1, *obs.shape[1:]))
-        dist = distribution_from_tensors(kind["name"], [v.flatten(0, 1) for v in values])
+        dist = forward(policy, params, obs.reshape(num_tasks, -1, *obs.shape[1:]))
+        kind, values = distribution_tensors(dist)
+        dist = distribution_from_tensors(kind, [v.flatten(0, 1) for v in values])
         actions = draw_actions(dist, noise)
         return actions, dist.log_prob(actions)
 

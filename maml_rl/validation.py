@@ -37,6 +37,13 @@ def validate(config: Config, family: TaskFamily, eval_family: TaskFamily | None 
                 f"meta.optimizer: '{meta.optimizer}' is for RL families and "
                 f"'{family.env_id}' is supervised; allowed here: {', '.join(allowed)}"
             )
+        if meta.task_batching == "stacked":
+            # The stacked path evaluates the MLP policies' layers per task by batched matmuls;
+            # supervised models (batch norm, convolutions) and losses are written per task.
+            raise ConfigError(
+                f"meta.task_batching: 'stacked' is for RL families and '{family.env_id}' is "
+                "supervised; allowed here: auto, vmap, loop"
+            )
         _check_shots(config, family, eval_family)
         return
     if config.evaluation.query_batch:

@@ -18,7 +18,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from maml_rl.adaptation import Params, adapt_tasks, map_tasks, model_params
+from maml_rl.adaptation import Params, adapt_tasks, map_tasks, model_params, shared_for
 from maml_rl.algorithms import build_algorithm
 from maml_rl.baselines import LinearFeatureBaseline
 from maml_rl.config import Config
@@ -130,9 +130,10 @@ class RLMetaLearner:
                                   first_order=True, batching=self.batching)
         else:
             functional = self.batching == "vmap"
+            theta = shared_for(params, self.batching, len(supports[0].mask))
             with torch.no_grad():  # the inner gradient still runs (it enables grad itself)
                 adapted = map_tasks(
-                    lambda s: self.algorithm.adapt(params, list(s), functional, step_sizes,
+                    lambda s: self.algorithm.adapt(theta, list(s), functional, step_sizes,
                                                    first_order=True),
                     list(supports), batching=self.batching)
         return {name: v.detach() for name, v in adapted.items()}

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from maml_rl.adaptation import Params, map_tasks, model_params, task_slice, tree_map
+from maml_rl.adaptation import (
+    Params,
+    map_tasks,
+    model_params,
+    per_task,
+    shared_for,
+    task_slice,
+    tree_map,
+)
 from maml_rl.algorithms import Algorithm
 from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
 from maml_rl.episodes import PolicyBatch
@@ -93,7 +101,8 @@ class RLMetaBatch:
             index = torch.tensor(positions, dtype=torch.long, device=self.query.mask.device)
             pick = lambda tree: tree_map(lambda v: v.index_select(0, index), tree)  # noqa: E731
         if theta is None:
-            shared = model_params(self.model)
+            count = len(self.task_ids) if positions is None else len(positions)
+            shared = shared_for(model_params(self.model), self.batching, count)
             return map_tasks(lambda s, q, o: fn(s, q, o, shared), pick(self.supports),
                              pick(self.query), pick(self.old_params), batching=self.batching)
         return map_tasks(fn, pick(self.supports), pick(self.query), pick(self.old_params),
@@ -118,10 +127,11 @@ class RLMetaBatch:
         if self.batching == "loop":
             leaves = [{k: v.detach().requires_grad_() for k, v in theta.items()}
                       for _ in range(local)]
-            per_task = [task_fn(*(task_slice(tree, i) for tree in
-                                  (self.supports, self.query, self.old_params)), leaves[i])
-                        for i in range(local)]
-            outputs = tree_map(lambda *xs: torch.stack(xs), *per_task)
+            outputs_per_task = [
+                task_fn(*(task_slice(tree, i) for tree in
+                          (self.supports, self.query, self.old_params)), leaves[i])
+                for i in range(local)]
+            outputs = tree_map(lambda *xs: torch.stack(xs), *outputs_per_task)
             inputs = [leaf[k] for leaf in leaves for k in theta]
         else:
             stacked = {k: v.detach().unsqueeze(0).repeat(local, *([1] * v.dim()))
@@ -203,19 +213,37 @@ class RLMetaBatch:
         positions, size = self._local_subset(tasks)
         if positions is None:
             positions = list(range(len(self.task_ids)))
-        products = [
-            task_fisher_product(
-                self.model, theta, algorithm.loss_fn, [task_slice(b, i) for b in self.supports],
-                task_slice(self.query, i), rates, algorithm.first_order, algorithm.trainable)
-            for i in positions
-        ]
+        if self.batching == "stacked":
+            # One product for the stack of tasks (parameters [P, ...], batched matmuls); its
+            # result holds each task's product, summed over tasks in float64 as in the loop.
+            index = torch.tensor(positions, dtype=torch.long, device=self.query.mask.device)
+            pick = lambda tree: tree_map(lambda x: x.index_select(0, index), tree)  # noqa: E731
+            # Materialised stacks: forward-mode AD refuses tensors whose entries share memory.
+            def stack(params: Params) -> Params:
+                return {k: x.contiguous() for k, x in per_task(params, len(positions)).items()}
 
-        def summed(v: Params) -> Params:  # float64 sums over the local tasks, task by task
-            total = {k: torch.zeros_like(x, dtype=torch.float64) for k, x in v.items()}
-            for task_product in products:
-                for k, x in task_product(v).items():
-                    total[k] += x
-            return total
+            stacked = task_fisher_product(
+                self.model, stack(theta), algorithm.loss_fn, [pick(b) for b in self.supports],
+                pick(self.query), rates, algorithm.first_order, algorithm.trainable)
+
+            def summed(v: Params) -> Params:
+                v = {k: x.to(theta[k]) for k, x in v.items()}  # TRPO's vectors are float32
+                return {k: x.double().sum(0) for k, x in stacked(stack(v)).items()}
+        else:
+            products = [
+                task_fisher_product(
+                    self.model, theta, algorithm.loss_fn,
+                    [task_slice(b, i) for b in self.supports], task_slice(self.query, i),
+                    rates, algorithm.first_order, algorithm.trainable)
+                for i in positions
+            ]
+
+            def summed(v: Params) -> Params:  # float64 sums over the local tasks, task by task
+                total = {k: torch.zeros_like(x, dtype=torch.float64) for k, x in v.items()}
+                for task_product in products:
+                    for k, x in task_product(v).items():
+                        total[k] += x
+                return total
 
         flat = flat_product(summed, theta)
 

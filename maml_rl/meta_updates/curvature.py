@@ -47,7 +47,8 @@ class _InnerStep:
         self.step_size, self.first_order = step_size, first_order
         self.trainable = set(self.leaves if trainable is None else trainable)
         with torch.enable_grad():
-            loss = loss_fn(model, self.leaves, batch)
+            # .sum(): a stacked batch's losses are one per task (see adaptation._autograd_grads)
+            loss = loss_fn(model, self.leaves, batch).sum()
             grads = torch.autograd.grad(loss, list(self.leaves.values()),
                                         create_graph=not first_order, allow_unused=True)
         self.grads = [torch.zeros_like(v) if g is None else g
@@ -100,9 +101,10 @@ def task_fisher_product(
     def outputs_of(params: Params) -> tuple[Tensor, ...]:
         return distribution_tensors(functional_call(model, params, (observations,)))[1]
 
-    kind = distribution_tensors(functional_call(model, adapted, (observations[:1],)))[0]
+    kind = distribution_tensors(functional_call(model, adapted, (observations[..., :1, :],)))[0]
     outputs, pullback = vjp(outputs_of, adapted)
-    weights = mask / mask.sum().clamp_min(1.0)  # the KL is a masked mean over states
+    # The KL is a masked mean over a task's states (the last two dimensions, episodes x time).
+    weights = mask / mask.sum((-2, -1), keepdim=True).clamp_min(1.0)
 
     def product(v: Params) -> Params:
         for step in steps:
