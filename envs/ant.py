@@ -1,9 +1,22 @@
 """Ant velocity, direction and goal-position families (MAML paper Section 5.3; goal from
 pytorch-maml-rl).
 
-Built on gymnasium's Ant-v5 model file with Ant-v5's physics settings (RK4, timestep 0.01, frame
-skip 5, so 0.05 s per env step) and reset noise (``qpos += U(-0.1, 0.1)``,
-``qvel += 0.1 N(0, 1)``); the rewards are the MAML paper's (rllab's ``ant_env_rand*.py``):
+Built on gymnasium's Ant-v5 model file. Two MDPs, chosen by ``paper_mdp``:
+
+* ``paper_mdp=True`` (the configs; the MAML paper's rllab ``ant.xml``): one env step is one
+  RK4 physics step of 0.02 s, with rllab's contact impedance (``solimp 0.8 0.8 0.01``); episodes
+  start from the file's ``init_qpos`` (torso at 0.55 m, ankles bent) with noise
+  ``qpos += 0.01 N(0, 1)``, ``qvel += 0.1 N(0, 1)``; the velocity in the reward is the torso
+  subtree's centre-of-mass velocity at the new state (rllab's ``get_body_comvel``, from
+  :class:`envs.kinematics.TreeKinematics`); the observation is rllab's (125 numbers). One
+  difference remains: the contact forces (observation and cost) come from sensors, which
+  describe the state before the step's integration, so they lag one env step here, where
+  rllab read them after a ``forward()`` at the new state.
+* ``paper_mdp=False`` (default): gymnasium Ant-v5's physics settings (RK4, timestep 0.01, frame
+  skip 5, so 0.05 s per env step), initial pose and reset noise (``qpos += U(-0.1, 0.1)``,
+  ``qvel += 0.1 N(0, 1)``), velocity ``(x_after - x_before) / dt`` of the torso, observation.
+
+The rewards are the MAML paper's in both (rllab's ``ant_env_rand*.py``):
 
 * velocity: ``-|v_x - goal| + velocity_bonus`` (the paper's constant 1),
 * direction: ``direction * v_x``,
@@ -11,9 +24,9 @@ skip 5, so 0.05 s per env step) and reset noise (``qpos += U(-0.1, 0.1)``,
   the return of staying alive above that of falling over),
 
 each minus ``ctrl_cost_weight * ||a||^2`` and ``contact_cost_weight * ||clip(cfrc_ext)||^2``,
-plus ``survive_reward`` (0.05) on every step. ``v_x`` is the torso's velocity over the step,
-``(x_after - x_before) / dt``; positions are the torso's (free joint) coordinates. The episode
-terminates when the torso height leaves ``healthy_z_range`` or the state is not finite.
+plus ``survive_reward`` (0.05) on every step; positions are the torso's (free joint)
+coordinates. The episode terminates when the torso height leaves ``healthy_z_range`` or the
+state is not finite.
 
 Contact forces: ``cfrc_ext`` (the external contact wrench on each body, in MuJoCo's com-based
 frame) is rebuilt exactly from one ``contact`` sensor per body (``reduce="netforce"``: net force,
@@ -31,6 +44,7 @@ from typing import Any, Literal
 import mujoco
 import numpy as np
 
+from envs.kinematics import TreeKinematics, quaternion_matrices
 from envs.mujoco_task import (
     LocomotionMDP,
     MujocoTaskEnv,
@@ -51,12 +65,24 @@ XML_FILE = "ant.xml"
 Objective = Literal["velocity", "direction", "goal"]
 
 
-def build_ant_model() -> tuple[mujoco.MjModel, int]:
-    """Ant-v5's model with one net-contact sensor per body and the torso's subtree com.
+#: rllab's ``ant.xml`` (the MAML paper's Ant) against gymnasium's: one RK4 step of 0.02 s per
+#: env step, and its contacts' impedance.
+PAPER_TIMESTEP = 0.02
+PAPER_SOLIMP = (0.8, 0.8, 0.01)
+
+
+def build_ant_model(paper_mdp: bool = False) -> tuple[mujoco.MjModel, int]:
+    """Ant-v5's model with one net-contact sensor per body and the torso's subtree com; with
+    ``paper_mdp`` rllab's time step and contact impedance (``PAPER_TIMESTEP``,
+    ``PAPER_SOLIMP``; the bodies, joints and motors are the same in both files).
 
     Returns the model and the number of bodies with a contact sensor (all but the world).
     """
     spec, total_mass = load_gymnasium_spec(XML_FILE)
+    if paper_mdp:
+        spec.option.timestep = PAPER_TIMESTEP
+        for geom in spec.geoms:
+            geom.solimp[:3] = PAPER_SOLIMP
     bodies = [b for b in spec.bodies if b.name != "world"]
     fields = (
         mujoco.mjtConDataField.mjCONDATA_FORCE,
@@ -99,6 +125,7 @@ class AntMDP(LocomotionMDP):
     def __init__(
         self,
         objective: Objective,
+        paper_mdp: bool = False,
         ctrl_cost_weight: float = 0.005,
         contact_cost_weight: float = 5e-4,
         survive_reward: float = 0.05,
@@ -132,15 +159,27 @@ class AntMDP(LocomotionMDP):
             "direction": DirectionTask,
             "goal": GoalPositionTask,
         }[objective]
-        self.model, self.contact_bodies = build_ant_model()
-        self.frame_skip = 5
-        self.obs_dim = (
-            self.model.nq
-            - self.skip_qpos
-            + self.model.nv
-            + (6 * self.contact_bodies if self.include_cfrc_ext else 0)
-        )
-        self._init_qpos = self.model.qpos0.copy()
+        self.paper_mdp = bool(paper_mdp)
+        self.model, self.contact_bodies = build_ant_model(self.paper_mdp)
+        if self.paper_mdp:
+            # rllab: one physics step per env step, the file's custom initial pose, and its
+            # observation: qpos, qvel, clipped cfrc_ext of every body (the world's row
+            # included), the torso's rotation matrix and centre of mass.
+            self.frame_skip = 1
+            self.kinematics = TreeKinematics(self.model)
+            self._init_qpos = self.model.numeric("init_qpos").data.astype(np.float64)
+            self.obs_dim = (self.model.nq + self.model.nv + 6 * (self.contact_bodies + 1)
+                            + 9 + 3)
+        else:
+            self.frame_skip = 5
+            self.kinematics = None
+            self._init_qpos = self.model.qpos0.copy()
+            self.obs_dim = (
+                self.model.nq
+                - self.skip_qpos
+                + self.model.nv
+                + (6 * self.contact_bodies if self.include_cfrc_ext else 0)
+            )
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list:
         if self.objective == "velocity":
@@ -159,6 +198,9 @@ class AntMDP(LocomotionMDP):
         return np.array(rows, dtype=np.float64)
 
     def reset_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.paper_mdp:  # rllab's reset_mujoco
+            qpos = self._init_qpos + 0.01 * rng.standard_normal(self.model.nq)
+            return qpos, 0.1 * rng.standard_normal(self.model.nv)
         scale = self.reset_noise_scale
         qpos = self._init_qpos + rng.uniform(-scale, scale, size=self.model.nq)
         qvel = scale * rng.standard_normal(self.model.nv)
@@ -168,17 +210,27 @@ class AntMDP(LocomotionMDP):
         low, high = self.contact_force_range
         return np.clip(contact_wrenches(sensordata, self.contact_bodies), low, high)
 
-    def _observe(self, qpos, qvel, contact_forces) -> np.ndarray:
+    def _observe(self, qpos, qvel, contact_forces, com=None) -> np.ndarray:
+        if self.paper_mdp:
+            world = np.zeros((len(qpos), 6))
+            parts = [qpos, qvel, world, contact_forces.reshape(len(qpos), -1),
+                     quaternion_matrices(qpos[:, 3:7]).reshape(len(qpos), 9), com]
+            return np.concatenate(parts, axis=1).astype(np.float32)
         parts = [qpos[:, self.skip_qpos :], qvel]
         if self.include_cfrc_ext:
             parts.append(contact_forces.reshape(len(qpos), -1))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     def observe(self, qpos: np.ndarray, qvel: np.ndarray, sensordata: np.ndarray) -> np.ndarray:
-        return self._observe(qpos, qvel, self._contact_forces(sensordata))
+        com = self.kinematics(qpos, qvel)[0] if self.kinematics is not None else None
+        return self._observe(qpos, qvel, self._contact_forces(sensordata), com)
 
-    def _task_reward(self, qpos_before, qpos, params) -> tuple[str, np.ndarray, np.ndarray]:
-        velocity = (qpos[:, :2] - qpos_before[:, :2]) / self.dt
+    def _task_reward(self, qpos_before, qpos, params, com_velocity=None
+                     ) -> tuple[str, np.ndarray, np.ndarray]:
+        if com_velocity is not None:  # rllab: the torso subtree's centre-of-mass velocity
+            velocity = com_velocity[:, :2]
+        else:
+            velocity = (qpos[:, :2] - qpos_before[:, :2]) / self.dt
         if self.objective == "velocity":
             return "reward_forward", -np.abs(velocity[:, 0] - params[:, 0]) + self.bonus, velocity
         if self.objective == "direction":
@@ -188,7 +240,10 @@ class AntMDP(LocomotionMDP):
 
     def transition(self, qpos_before, qpos, qvel, sensordata, action, params):
         contact_forces = self._contact_forces(sensordata)
-        key, reward_task, velocity = self._task_reward(qpos_before, qpos, params)
+        com = com_velocity = None
+        if self.kinematics is not None:
+            com, com_velocity = self.kinematics(qpos, qvel)
+        key, reward_task, velocity = self._task_reward(qpos_before, qpos, params, com_velocity)
         reward_ctrl = -self.ctrl_cost_weight * np.sum(action**2, axis=1)
         reward_contact = -self.contact_cost_weight * np.sum(contact_forces**2, axis=(1, 2))
         reward_survive = np.full(len(qpos), self.survive_reward)
@@ -207,7 +262,7 @@ class AntMDP(LocomotionMDP):
             "reward_contact": reward_contact,
             "reward_survive": reward_survive,
         }
-        return self._observe(qpos, qvel, contact_forces), reward, terminated, info
+        return self._observe(qpos, qvel, contact_forces, com), reward, terminated, info
 
 
 _DOC_COMMON = """
@@ -224,7 +279,14 @@ _DOC_COMMON = """
     Terminates when the torso height leaves ``healthy_z_range`` (default ``(0.2, 1.0)``) or the
     state is not finite (if ``terminate_when_unhealthy``). Registered horizon: 200 steps.
 
+    With ``paper_mdp=True``: ``(125,)``, rllab's: ``qpos`` (15), ``qvel`` (14), the clipped
+    contact forces of every body, the world's zero row included (84), the torso's rotation
+    matrix (9) and its subtree's centre of mass (3); the options below that shape the
+    observation apply to ``paper_mdp=False`` only.
+
     ## Arguments
+    * ``paper_mdp``: the MAML paper's (rllab's ``ant.xml``) MDP if True; gymnasium Ant-v5's if
+      False (default). See the module ``envs.ant``; the Ant configs set it to True.
     * ``ctrl_cost_weight``: weight of ``||a||^2``, default 0.005 (the paper's 0.5 * 1e-2).
     * ``contact_cost_weight``: weight of ``||clip(cfrc_ext)||^2``, default 5e-4.
     * ``survive_reward``: constant per step, default 0.05.
@@ -246,9 +308,10 @@ _OBJECTIVES: dict[str, dict[str, tuple[str, Any]]] = {
                  ("exclude_current_positions_from_observation", False)},
 }
 #: AntMDP's arguments shared by every objective (passed through by name).
-_COMMON = ("ctrl_cost_weight", "contact_cost_weight", "survive_reward", "healthy_z_range",
-           "terminate_when_unhealthy", "contact_force_range", "reset_noise_scale",
-           "include_cfrc_ext_in_observation", "exclude_current_positions_from_observation")
+_COMMON = ("paper_mdp", "ctrl_cost_weight", "contact_cost_weight", "survive_reward",
+           "healthy_z_range", "terminate_when_unhealthy", "contact_force_range",
+           "reset_noise_scale", "include_cfrc_ext_in_observation",
+           "exclude_current_positions_from_observation")
 
 
 class AntEnv(MujocoTaskEnv):
@@ -276,7 +339,8 @@ class AntEnv(MujocoTaskEnv):
     * ``goal_range``, ``goal_bonus`` (goal): default ``(-3.0, 3.0)`` and 4.0.
 
     ## Version History
-    * v0: the MAML paper's rewards on gymnasium Ant-v5's model and observation.
+    * v0: the MAML paper's rewards on gymnasium Ant-v5's model and observation; ``paper_mdp``
+      (default False, so v0 stays that MDP) adds the paper's own (rllab's).
     """
     )
 

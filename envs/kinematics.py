@@ -122,3 +122,100 @@ class PlanarKinematics:
         return np.hstack([com[:, :1], zero, com[:, 1:]]), np.hstack(
             [velocity[:, :1], zero, velocity[:, 1:]]
         )
+
+
+_FREE = int(mujoco.mjtJoint.mjJNT_FREE)
+
+
+def quaternion_matrices(quat: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(batch, 3, 3)`` of quaternions ``(batch, 4)`` (w, x, y, z), which
+    are normalised first, as MuJoCo normalises a free joint's quaternion."""
+    q = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def _axis_angle_matrices(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotations ``(batch, 3, 3)`` by ``angle`` (batch) about the unit ``axis`` (Rodrigues)."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+
+class TreeKinematics:
+    """Centre of mass of a floating body's subtree and its velocity, batched in numpy: what
+    rllab's ``get_body_com``/``get_body_comvel`` read from MuJoCo after a ``forward()`` (the
+    Ant of the MAML paper), for trees like Ant: the root hangs from the world by a free joint,
+    every other joint is a hinge at its body's origin (the constructor checks this).
+
+    Forward kinematics down the tree (body frames ``R_b = R_parent Q_b Rot(axis, q)``, origins
+    ``x_b = x_parent + R_parent p_b``) and the same for velocities (``w_b = w_parent + R_b axis
+    dq``, ``v_b = v_parent + w_parent x (x_b - x_parent)``); the result is the mass-weighted
+    mean of the bodies' centres of mass and of their velocities. Checked against MuJoCo's
+    ``subtree_com``/``subtree_linvel`` in the tests.
+    """
+
+    def __init__(self, model: mujoco.MjModel, root_body: str = "torso") -> None:
+        self.root = model.body(root_body).id
+        problems = []
+        if model.body_parentid[self.root] != 0:
+            problems.append("the root body is not a child of the world")
+        self.bodies = [b for b in range(1, model.nbody)
+                       if PlanarKinematics._in_subtree(model, b, self.root)]
+        self.hinges: dict[int, list[int]] = {b: [] for b in self.bodies}
+        for j in range(model.njnt):
+            body = int(model.jnt_bodyid[j])
+            if body not in self.hinges:
+                continue
+            if model.jnt_type[j] == _FREE:
+                if body != self.root:
+                    problems.append(f"free joint {j} is not on the root body")
+                self.free_qpos, self.free_dof = int(model.jnt_qposadr[j]), int(model.jnt_dofadr[j])
+            elif model.jnt_type[j] == _HINGE:
+                if np.any(model.jnt_pos[j] != 0):
+                    problems.append(f"hinge {j} is off its body's origin")
+                self.hinges[body].append(j)
+            else:
+                problems.append(f"joint {j} is neither free nor hinge")
+        if not hasattr(self, "free_qpos"):
+            problems.append("the root body has no free joint")
+        if problems:
+            raise ValueError("TreeKinematics needs a floating tree of hinges: "
+                             + "; ".join(problems))
+        self.model = model
+        self.mass = np.array([model.body_mass[b] for b in self.bodies])
+        self.body_rotation = {b: quaternion_matrices(model.body_quat[b][None])[0]
+                              for b in self.bodies}
+
+    def __call__(self, qpos: np.ndarray, qvel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(com, com_velocity)`` of the root's subtree, each ``(batch, 3)``."""
+        m = self.model
+        a, d = self.free_qpos, self.free_dof
+        frame: dict[int, tuple[np.ndarray, ...]] = {}
+        com = np.zeros((len(qpos), 3))
+        velocity = np.zeros((len(qpos), 3))
+        for k, b in enumerate(self.bodies):  # parents come before children in MuJoCo's order
+            if b == self.root:
+                rotation = quaternion_matrices(qpos[:, a + 3 : a + 7])
+                origin, linear = qpos[:, a : a + 3], qvel[:, d : d + 3]
+                angular = np.einsum("nij,nj->ni", rotation, qvel[:, d + 3 : d + 6])
+            else:
+                p_rot, p_origin, p_linear, p_angular = frame[int(m.body_parentid[b])]
+                origin = p_origin + p_rot @ m.body_pos[b]
+                linear = p_linear + np.cross(p_angular, origin - p_origin)
+                rotation, angular = p_rot @ self.body_rotation[b], p_angular
+                for j in self.hinges[b]:
+                    axis = m.jnt_axis[j]
+                    angular = angular + (rotation @ axis) * qvel[:, m.jnt_dofadr[j], None]
+                    rotation = rotation @ _axis_angle_matrices(
+                        axis, qpos[:, m.jnt_qposadr[j]] - m.qpos0[m.jnt_qposadr[j]])
+            frame[b] = (rotation, origin, linear, angular)
+            offset = rotation @ m.body_ipos[b]
+            com += self.mass[k] * (origin + offset)
+            velocity += self.mass[k] * (linear + np.cross(angular, offset))
+        total = self.mass.sum()
+        return com / total, velocity / total

@@ -12,10 +12,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
-from envs.ant import AntEnv, contact_wrenches
+from envs.ant import AntEnv, build_ant_model, contact_wrenches
 from envs.checker import BENIGN_WARNINGS
 from envs.generic import make_task_vector_env
 from envs.half_cheetah import HalfCheetahEnv, HalfCheetahMDP
+from envs.kinematics import TreeKinematics, quaternion_matrices
 from envs.mujoco_task import MujocoTaskVectorEnv
 from envs.navigation import Navigation2DVectorEnv
 from envs.tasks import DirectionTask, GoalPositionTask, GoalVelocityTask
@@ -28,13 +29,17 @@ RL_IDS = [
     "maml/AntDir-v0",
     "maml/AntGoal-v0",
 ]
-# (id, kwargs): every family, and HalfCheetah under both MDPs.
+# (id, kwargs): every family at its default, and HalfCheetah and Ant under their other MDP.
 VARIANTS = [
     *[(env_id, {}) for env_id in RL_IDS],
     ("maml/HalfCheetahVel-v0", {"paper_mdp": False}),
     ("maml/HalfCheetahDir-v0", {"paper_mdp": False}),
+    ("maml/AntVel-v0", {"paper_mdp": True}),
+    ("maml/AntDir-v0", {"paper_mdp": True}),
 ]
-VARIANT_IDS = [f"{i.split('/')[1]}{'-v5mdp' if k else ''}" for i, k in VARIANTS]
+VARIANT_IDS = [
+    f"{i.split('/')[1]}{'' if not k else '-paper' if k['paper_mdp'] else '-v5mdp'}"
+    for i, k in VARIANTS]
 
 
 def random_actions(space: gym.spaces.Box, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -279,6 +284,51 @@ def test_half_cheetah_paper_and_v5_mdps():
     np.testing.assert_allclose(obs[-3:], data.subtree_com[1], rtol=1e-6, atol=1e-6)
     assert info["x_velocity"] == pytest.approx(data.subtree_linvel[1, 0], abs=1e-12)
     np.testing.assert_allclose(obs[:17], np.r_[data.qpos[1:], data.qvel], rtol=1e-6, atol=1e-6)
+
+
+def test_tree_kinematics_match_mujoco_subtree_com_and_velocity():
+    model = build_ant_model()[0]
+    data = mujoco.MjData(model)
+    kinematics, torso = TreeKinematics(model), model.body("torso").id
+    rng = np.random.default_rng(0)
+    qpos = model.qpos0 + rng.uniform(-0.7, 0.7, size=(6, model.nq))
+    qvel = rng.normal(size=(6, model.nv))
+    com, velocity = kinematics(qpos, qvel)
+    for i in range(6):
+        data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
+        mujoco.mj_forward(model, data)
+        mujoco.mj_subtreeVel(model, data)
+        np.testing.assert_allclose(com[i], data.subtree_com[torso], atol=1e-12)
+        np.testing.assert_allclose(velocity[i], data.subtree_linvel[torso], atol=1e-12)
+        np.testing.assert_allclose(quaternion_matrices(qpos[i : i + 1, 3:7])[0],
+                                   data.xmat[torso].reshape(3, 3), atol=1e-12)
+
+
+def test_ant_paper_mdp_is_rllabs():
+    paper = gym.make("maml/AntVel-v0", paper_mdp=True).unwrapped
+    v5 = gym.make("maml/AntVel-v0").unwrapped
+    assert (paper.frame_skip, paper.dt, paper.observation_space.shape) == (1, 0.02, (125,))
+    assert (v5.frame_skip, v5.dt, v5.observation_space.shape) == (5, 0.05, (105,))
+    np.testing.assert_allclose(paper.model.geom_solimp[:, :3],
+                               [[0.8, 0.8, 0.01]] * paper.model.ngeom)
+    paper.set_task(GoalVelocityTask(1.5))
+    obs, _ = paper.reset(seed=0)
+    # rllab's init_qpos: torso at 0.55 m, ankles bent, plus 0.01 N(0, 1).
+    assert abs(obs[2] - 0.55) < 0.05 and abs(obs[8] - 1.0) < 0.05 and abs(obs[10] + 1.0) < 0.05
+    obs, _, _, _, info = paper.step(np.full(8, 0.3, dtype=np.float32))
+    data = mujoco.MjData(paper.model)
+    data.qpos[:], data.qvel[:] = paper.data.qpos, paper.data.qvel
+    mujoco.mj_forward(paper.model, data)
+    mujoco.mj_subtreeVel(paper.model, data)
+    torso = paper.model.body("torso").id
+    # Velocity and observation at the new state: the torso subtree's com velocity, qpos, qvel,
+    # the world's zero contact row, the torso's rotation and its subtree's com.
+    assert info["x_velocity"] == pytest.approx(data.subtree_linvel[torso, 0], abs=1e-12)
+    assert info["reward_forward"] == pytest.approx(-abs(info["x_velocity"] - 1.5) + 1.0)
+    np.testing.assert_allclose(obs[:29], np.r_[data.qpos, data.qvel], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(obs[29:35], 0.0)
+    np.testing.assert_allclose(obs[-12:-3], data.xmat[torso], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(obs[-3:], data.subtree_com[torso], rtol=1e-6, atol=1e-6)
 
 
 def test_half_cheetah_v5_mdp_follows_gymnasium_half_cheetah():
