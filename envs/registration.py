@@ -46,6 +46,19 @@ def register_all() -> None:
         vector_entry_point="envs.navigation:Navigation2DVectorEnv",
         max_episode_steps=100,
     )
+    # Discrete families (RL^2, Duan et al. 2016): 10 steps per episode.
+    _register(
+        "Bandit-v0",
+        entry_point="envs.bandit:BanditEnv",
+        vector_entry_point="envs.bandit:BanditVectorEnv",
+        max_episode_steps=10,
+    )
+    _register(
+        "TabularMDP-v0",
+        entry_point="envs.tabular_mdp:TabularMDPEnv",
+        vector_entry_point="envs.tabular_mdp:TabularMDPVectorEnv",
+        max_episode_steps=10,
+    )
     # One class per robot; the registered id fixes its objective.
     for name, objective in (("HalfCheetahVel", "velocity"), ("HalfCheetahDir", "direction")):
         _register(

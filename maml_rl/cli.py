@@ -363,7 +363,12 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                     tasks: list[Any] | None, iteration: int | None) -> int:
     import numpy as np
 
-    from maml_rl.evaluation import check_mergeable, format_table, write_results
+    from maml_rl.evaluation import (
+        check_mergeable,
+        format_table,
+        reference_curves,
+        write_results,
+    )
 
     ev = config.evaluation
     num_tasks = len(tasks) if tasks is not None else ns.tasks or ev.num_tasks
@@ -379,8 +384,9 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
         from maml_rl.comparison import METHODS
 
         methods |= set(METHODS)
-    check_mergeable(planned, methods, out)
-    curves = [learner.evaluate(num_tasks, steps, seed, **fixed)]
+    references = reference_curves(learner.eval_family, planned, getattr(learner, "horizon", None))
+    check_mergeable(planned, methods | {c.method for c in references}, out)
+    curves = [learner.evaluate(num_tasks, steps, seed, **fixed), *references]
     if ns.baselines:
         from maml_rl.comparison import evaluate_baselines
 

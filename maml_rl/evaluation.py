@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from envs.tasks import task_to_json
+from envs.tasks import task_to_json, thaw_task
 from maml_rl.adaptation import (
     LossFn,
     Params,
@@ -273,6 +273,23 @@ env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = N
                            list(range(steps + 1)), per_task, tasks)
 
 
+def reference_curves(family: Any, tasks: Sequence[Any], horizon: int | None
+                     ) -> list[AdaptationCurve]:
+    """Flat curves, one per reference policy a family declares (its env's optional
+    ``reference_returns(tasks, horizon) -> {name: per-task expected return}``, e.g. the
+    uniformly random and the optimal policy of a bandit), on the held-out ``tasks``: what
+    adaptation buys, drawn as horizontal lines beside the adapted curve. Named
+    ``"NAME (reference)"``; none for a family without them."""
+    references = getattr(family.unwrapped, "reference_returns", None)
+    if references is None or horizon is None or not tasks:
+        return []
+    values = references([thaw_task(t) for t in tasks], int(horizon))
+    return [AdaptationCurve(f"{name} (reference)", "return", [0],
+                            np.asarray(v, dtype=np.float64).reshape(-1, 1), list(tasks),
+                            flat=True)
+            for name, v in values.items()]
+
+
 def format_table(curves: Sequence[AdaptationCurve]) -> str:
     """A plain-text table: per method a row of mean +- CI per number of steps, then a row of
     medians and one of diverging tasks (:attr:`AdaptationCurve.diverged`); a flat method fills
@@ -398,13 +415,13 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path, title: str 
 
     steps = max((c.steps for c in curves), key=len)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for c in curves:
+    for i, c in enumerate(curves):
         mean, half = np.asarray(c.mean), np.asarray(c.ci95)
-        if c.flat:
-            line = ax.axhline(mean[0], linestyle="--", label=c.method)
+        if c.flat:  # axhline does not advance the colour cycle: one colour per method
+            line = ax.axhline(mean[0], linestyle="--", label=c.method, color=f"C{i % 10}")
             ax.axhspan(mean[0] - half[0], mean[0] + half[0], color=line.get_color(), alpha=0.15)
             continue
-        (line,) = ax.plot(c.steps, mean, marker="o", label=c.method)
+        (line,) = ax.plot(c.steps, mean, marker="o", label=c.method, color=f"C{i % 10}")
         ax.fill_between(c.steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
     # axhline/axhspan do not take part in autoscaling: fit every band, then leave a margin so
     # that no line sits on the frame.

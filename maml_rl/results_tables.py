@@ -143,7 +143,10 @@ def render_block(name: str, folder: str | None = None) -> str:
     for c in curves:
         by_step = dict(zip(c.steps, zip(c.mean, c.ci95, strict=True), strict=True))
         cells = [_cell(*by_step[k], digits) if k in by_step else "" for k in steps]
-        lines.append(f"| ours: {c.method} | " + " | ".join(cells) + " |")
+        # A family's reference policies (evaluation.reference_curves) are not ours.
+        label = (f"reference: {c.method.removesuffix(' (reference)')}"
+                 if c.method.endswith(" (reference)") else f"ours: {c.method}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
         if c.lower_is_better and not c.flat:
             # A mean over many tasks hides a few diverging ones until they overflow (issue 16):
             # the median and the count of diverging tasks say whether every task improves.

@@ -26,6 +26,7 @@ from maml_rl.evaluation import (
     AdaptationCurve,
     ResultsMismatchError,
     format_table,
+    reference_curves,
     write_results,
 )
 from maml_rl.family import TaskFamily, load_family
@@ -327,14 +328,16 @@ class Trainer:
         curve = self.learner.evaluate(ev.num_tasks, ev.steps, ev.seed)
         if not self.group.is_main:
             return curve
+        curves = [curve, *reference_curves(self.learner.eval_family, curve.tasks,
+                                           getattr(self.learner, "horizon", None))]
         out = self.run_dir / "eval"
         try:
-            paths = write_results([curve], out, self.plot_title())
+            paths = write_results(curves, out, self.plot_title())
         except ResultsMismatchError:
-            paths = write_results([curve], out / f"iteration-{self.iteration}",
+            paths = write_results(curves, out / f"iteration-{self.iteration}",
                                   self.plot_title())
         self.evaluation_files = list(paths.values())
-        print(format_table([curve]))
+        print(format_table(curves))
         return curve
 
 
