@@ -1,9 +1,9 @@
 """Random tabular MDPs (Duan et al. 2016, "RL^2", Sec. 4.2; pytorch-maml-rl's TabularMDP).
 
 A task is an MDP with ``states`` states and ``actions`` actions: for every (state, action) the
-next-state distribution ~ Dirichlet(1, ..., 1) (flat) and the mean reward ~ N(1, 1); a step's
-reward is that mean plus N(0, 1) noise. Episodes start in state 0 and last ``horizon`` steps.
-The observation is the state, one-hot.
+next-state distribution ~ Dirichlet(1, ..., 1) (flat) and the mean reward ~ N(1, 1), drawn from
+the task's seed; a step's reward is that mean plus N(0, 1) noise. Episodes start in state 0
+and last ``horizon`` steps. The observation is the state, one-hot.
 
 The single and the batched env share one numpy step function; each sub-env draws its
 transitions and reward noise from its own generator, so sub-env i is the single env computed
@@ -12,6 +12,7 @@ in a batch.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,36 +26,33 @@ from envs.vector import TaskBatchVectorEnv
 
 @dataclass(frozen=True)
 class TabularMDPTask:
-    """One MDP: ``transitions[(s * A + a) * S + s']`` = P(s' | s, a) and ``rewards[s * A + a]``
-    the mean reward, flattened (a task is a small value of numbers: ``envs.tasks``)."""
+    """One MDP, named by the seed it is drawn from (:func:`mdp_of`): a few bytes in logs and
+    results instead of its S x A x S probabilities (a task is a small value: ``envs.tasks``)."""
 
-    transitions: tuple[float, ...]
-    rewards: tuple[float, ...]
+    seed: int
 
 
-def sample_mdp_tasks(n: int, rng: np.random.Generator, states: int, actions: int
-                     ) -> list[TabularMDPTask]:
-    """``n`` MDPs: flat-Dirichlet transitions and N(1, 1) mean rewards (RL^2)."""
-    tasks = []
-    for _ in range(n):
-        p = rng.dirichlet(np.ones(states), size=(states, actions))
-        r = rng.normal(1.0, 1.0, size=(states, actions))
-        tasks.append(TabularMDPTask(tuple(p.ravel().tolist()), tuple(r.ravel().tolist())))
-    return tasks
+def sample_mdp_tasks(n: int, rng: np.random.Generator) -> list[TabularMDPTask]:
+    """``n`` MDPs, as seeds drawn from ``rng``."""
+    return [TabularMDPTask(int(s)) for s in rng.integers(0, 2**31 - 1, size=n)]
+
+
+@functools.lru_cache(maxsize=4096)
+def mdp_of(seed: int, states: int, actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The MDP of ``seed``: transitions ``P [S, A, S]`` ~ flat Dirichlet and mean rewards
+    ``R [S, A]`` ~ N(1, 1) (RL^2), drawn from ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(states), size=(states, actions))
+    r = rng.normal(1.0, 1.0, size=(states, actions))
+    p.flags.writeable = r.flags.writeable = False  # shared by the cache
+    return p, r
 
 
 def mdp_arrays(tasks: list[TabularMDPTask], states: int, actions: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    """``(P [n, S, A, S], R [n, S, A])`` of ``tasks``; ValueError (one line) on a wrong size."""
-    for t in tasks:
-        if len(t.transitions) != states * actions * states or len(t.rewards) != states * actions:
-            raise ValueError(
-                f"a task of this MDP ({states} states, {actions} actions) needs "
-                f"{states * actions * states} transition probabilities and {states * actions} "
-                f"rewards, got {len(t.transitions)} and {len(t.rewards)}")
-    p = np.array([t.transitions for t in tasks], dtype=np.float64)
-    r = np.array([t.rewards for t in tasks], dtype=np.float64)
-    return p.reshape(len(tasks), states, actions, states), r.reshape(len(tasks), states, actions)
+    """``(P [n, S, A, S], R [n, S, A])`` of ``tasks``."""
+    pairs = [mdp_of(t.seed, states, actions) for t in tasks]
+    return np.stack([p for p, _ in pairs]), np.stack([r for _, r in pairs])
 
 
 def mdp_step(p: np.ndarray, r: np.ndarray, state: np.ndarray, action: np.ndarray,
@@ -113,13 +111,12 @@ class TabularMDPEnv(gym.Env):
         self.states, self.actions = int(states), int(actions)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(self.states,), dtype=np.float32)
         self.action_space = spaces.Discrete(self.actions)
-        self.set_task(sample_mdp_tasks(1, np.random.default_rng(0), self.states,
-                                       self.actions)[0])
+        self.set_task(TabularMDPTask(0))
         self._state = np.zeros(1, dtype=np.int64)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[TabularMDPTask]:
         """``n`` MDPs: flat-Dirichlet transitions, N(1, 1) mean rewards."""
-        return sample_mdp_tasks(n, rng, self.states, self.actions)
+        return sample_mdp_tasks(n, rng)
 
     def set_task(self, task: TabularMDPTask) -> None:
         task = coerce_task(task, TabularMDPTask)

@@ -103,6 +103,10 @@ def _fault_message(err: BaseException, trainer: Trainer) -> str:
     return f"{err}; the last good checkpoint is kept: {kept}"
 
 
+#: Seconds a torchrun worker of rank > 0 waits before exiting on a mistake in the config.
+RANK_ZERO_GRACE_S = 2.0
+
+
 def _rank_zero() -> bool:
     """True unless this is a torchrun worker of rank > 0 (which prints nothing but its own
     faults: every rank would print the same lines)."""
@@ -150,6 +154,11 @@ def train_main(argv: list[str] | None = None) -> int:
             record_module_dir(args.run_dir, module)
     except (ConfigError, ValueError, DistributedError) as err:
         say(f"error: {err}", file=sys.stderr)
+        if not _rank_zero():
+            # Every process finds the same mistake, and the first to exit makes torchrun stop
+            # the others: give rank 0 the time to say it (without this, one launch in four
+            # here printed nothing).
+            time.sleep(RANK_ZERO_GRACE_S)
         return _finish(group, 2)
     except KeyboardInterrupt:
         return _finish(group, _interrupted("before training started"))
@@ -231,11 +240,14 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-tasks", type=int, default=3,
                         help="held-out tasks shown by --video (default: 3)")
     parser.add_argument("--baselines", action="store_true",
-                        help="also evaluate pretrained, random-init and oracle (stable-baselines3 "
-                             "PPO, cached in RUN_DIR/baselines)")
+                        help="also evaluate the paper's comparison methods, cached in "
+                             "RUN_DIR/baselines: RL pretrained, random-init and oracle "
+                             "(stable-baselines3 PPO); regression the pretrained model "
+                             "(trained on all tasks jointly, then fine-tuned)")
     parser.add_argument("--baseline-steps", type=int,
-                        help="PPO timesteps per trained baseline (default: per family, see "
-                             "docs/guide/evaluation.md)")
+                        help="PPO timesteps per trained RL baseline (default: per family, see "
+                             "docs/guide/evaluation.md); meta-batches of joint training of the "
+                             "regression baseline (default 10000)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: the run's threads setting)")
     return parser
@@ -309,9 +321,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         if config.env.module:
             import_family_module(config.env.module, module_dirs(ns.run_dir))
         family = load_family(config.env.id, config.env.kwargs, config.env.module)
-        if family.supervised and (ns.baselines or ns.video):
-            flag = "--baselines" if ns.baselines else "--video"
-            raise ConfigError(f"{flag}: only for RL families; '{config.env.id}' is supervised")
+        if family.supervised and ns.video:
+            raise ConfigError(f"--video: only for RL families; '{config.env.id}' is supervised")
+        if family.supervised and ns.baselines and family.supervised_loss != "mse":
+            # Labels are assigned per task: one classifier of every task has nothing to learn.
+            raise ConfigError(f"--baselines: for RL and regression families; "
+                              f"'{config.env.id}' is a classification family")
         if family.supervised and ns.task_file is not None:
             raise ConfigError(f"--task-file: only for RL families; '{config.env.id}' is "
                               "supervised")
@@ -380,29 +395,51 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     planned = tasks if tasks is not None else learner.eval_family.sample_tasks(
         num_tasks, np.random.default_rng(seed))
     methods = {config.algorithm}
+    supervised = getattr(learner, "eval_batching", None) is not None
     if ns.baselines:
-        from maml_rl.comparison import METHODS
+        if supervised:
+            methods.add("pretrained")
+        else:
+            from maml_rl.comparison import METHODS
 
-        methods |= set(METHODS)
+            methods |= set(METHODS)
     references = reference_curves(learner.eval_family, planned, getattr(learner, "horizon", None))
     check_mergeable(planned, methods | {c.method for c in references}, out)
     curves = [learner.evaluate(num_tasks, steps, seed, **fixed), *references]
-    if ns.baselines:
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    pretrained = None
+    if ns.baselines and supervised:
+        from maml_rl.supervised_baseline import load_or_train_pretrained
+
+        pretrained = load_or_train_pretrained(
+            config, learner.family, ns.run_dir / "baselines", ns.baseline_steps,
+            learner.device, progress=config.logging.progress, log=log)
+        curves.append(learner.evaluate(num_tasks, steps, seed, "pretrained", model=pretrained))
+    elif ns.baselines:
         from maml_rl.comparison import evaluate_baselines
 
-        log = lambda text: print(text, file=sys.stderr)  # noqa: E731
         curves += evaluate_baselines(learner, num_tasks, steps, seed, ns.run_dir / "baselines",
                                      ns.baseline_steps, progress=config.logging.progress,
                                      log=log, tasks=tasks)
     at = "" if iteration is None else f", iteration {iteration}"
     title = f"{config.env.id}, run {ns.run_dir.resolve().name}{at}"
     written = list(write_results(curves, out, title).values())
-    if getattr(learner, "eval_batching", None) is not None:  # a supervised learner
-        from maml_rl.evaluation import plot_fits, plots_fits
+    if supervised:
+        from maml_rl.evaluation import (
+            plot_classification_grid,
+            plot_fits,
+            plots_fits,
+            plots_grid,
+        )
 
+        if plots_grid(learner.eval_family):
+            first = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))[0]
+            written.append(plot_classification_grid(learner, first, steps, seed,
+                                                    out / "grid.png", title))
         if plots_fits(learner.eval_family):
             shown = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))[:4]
-            written.append(plot_fits(learner, shown, steps, seed, out / "fits.png", title))
+            written.append(plot_fits(learner, shown, steps, seed, out / "fits.png", title,
+                                     baseline=pretrained))
     if ns.video:
         from maml_rl.videos import record_adaptation
 
@@ -411,6 +448,35 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
     print(format_table(curves))
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _draw_landscape(ns: argparse.Namespace) -> Path:
+    """``maml-plot RUN --landscape``: :mod:`maml_rl.landscape` for one regression run."""
+    out = ns.out if ns.out != Path("training.png") else Path("landscape.png")
+    if len(ns.run_dirs) != 1:
+        raise ConfigError("--landscape: give one run directory")
+    if out.exists() and not ns.overwrite:
+        raise ConfigError(f"--out: '{out}' exists; pass --overwrite to replace it")
+    if any(m < 0 for m in ns.inner_steps):
+        raise ConfigError(f"--inner-steps: must be >= 0, got {ns.inner_steps}")
+    if ns.points < 3 or (ns.baseline_steps is not None and ns.baseline_steps < 1):
+        raise ConfigError("--points: must be >= 3; --baseline-steps: >= 1")
+    from maml_rl.landscape import meta_loss_landscape, plot_landscape
+    from maml_rl.runs import load_run
+    from maml_rl.supervised_baseline import load_or_train_pretrained
+
+    run = load_run(ns.run_dirs[0])
+    if run.family.supervised_loss != "mse":
+        raise ConfigError(f"--landscape: for regression runs; '{run.config.env.id}' is "
+                          f"{'a classification' if run.family.supervised else 'an RL'} family")
+    log = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    pretrained = load_or_train_pretrained(
+        run.config, run.family, run.path / "baselines", ns.baseline_steps, run.device,
+        progress=run.config.logging.progress, log=log)
+    landscape = meta_loss_landscape(run.learner, pretrained, ns.inner_steps, points=ns.points)
+    title = (f"{run.config.env.id}, run {run.path.resolve().name}, iteration "
+             f"{run.iteration}: meta-loss on 25 held-out tasks")
+    return plot_landscape(landscape, out, title)
 
 
 def plot_main(argv: list[str] | None = None) -> int:
@@ -428,27 +494,23 @@ def plot_main(argv: list[str] | None = None) -> int:
                         help="PNG to write (default: training.png); never an existing file "
                              "unless --overwrite")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--landscape", action="store_true",
+                        help="instead of training curves: the meta-loss landscape of one "
+                             "regression run around its parameters and the pretrained "
+                             "baseline's (default --out landscape.png)")
+    parser.add_argument("--inner-steps", type=int, nargs="+", default=[0, 1, 5],
+                        help="--landscape: the numbers of inner steps drawn (default 0 1 5)")
+    parser.add_argument("--points", type=int, default=25,
+                        help="--landscape: grid points per axis (default 25)")
+    parser.add_argument("--baseline-steps", type=int, default=None,
+                        help="--landscape: meta-batches of the pretrained baseline's joint "
+                             "training when it is not cached in RUN/baselines (default 10000)")
     ns = parser.parse_args(argv)
     try:
-        from maml_rl.logger import read_metrics
-        from maml_rl.plots import plot_runs
-
-        for run in ns.run_dirs:
-            if not (run / "metrics.csv").is_file() or not (run / "config.yaml").is_file():
-                raise ConfigError(f"'{run}' is not a run directory (no metrics.csv and "
-                                  "config.yaml); give folders written by train.py")
-            rows = read_metrics(run)
-            if not rows:
-                raise ConfigError(f"'{run}/metrics.csv' has no iterations yet")
-            missing = [m for m in ns.metric or [] if m not in rows[0]]
-            if missing:
-                raise ConfigError(f"--metric: {', '.join(missing)} not in '{run}/metrics.csv'; "
-                                  f"its columns: {', '.join(rows[0])}")
-        if ns.smooth < 1:
-            raise ConfigError(f"--smooth: must be >= 1, got {ns.smooth}")
-        if ns.out.exists() and not ns.overwrite:
-            raise ConfigError(f"--out: '{ns.out}' exists; pass --overwrite to replace it")
-        path = plot_runs(ns.run_dirs, ns.out, ns.metric, ns.smooth)
+        if ns.landscape:
+            path = _draw_landscape(ns)
+        else:
+            path = _draw_training_curves(ns)
     except (ConfigError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -456,3 +518,26 @@ def plot_main(argv: list[str] | None = None) -> int:
         return _interrupted("while plotting")
     print(f"wrote {path}")
     return 0
+
+
+def _draw_training_curves(ns: argparse.Namespace) -> Path:
+    """``maml-plot RUN [RUN ...]``: training curves (:func:`maml_rl.plots.plot_runs`)."""
+    from maml_rl.logger import read_metrics
+    from maml_rl.plots import plot_runs
+
+    for run in ns.run_dirs:
+        if not (run / "metrics.csv").is_file() or not (run / "config.yaml").is_file():
+            raise ConfigError(f"'{run}' is not a run directory (no metrics.csv and "
+                              "config.yaml); give folders written by train.py")
+        rows = read_metrics(run)
+        if not rows:
+            raise ConfigError(f"'{run}/metrics.csv' has no iterations yet")
+        missing = [m for m in ns.metric or [] if m not in rows[0]]
+        if missing:
+            raise ConfigError(f"--metric: {', '.join(missing)} not in '{run}/metrics.csv'; "
+                              f"its columns: {', '.join(rows[0])}")
+    if ns.smooth < 1:
+        raise ConfigError(f"--smooth: must be >= 1, got {ns.smooth}")
+    if ns.out.exists() and not ns.overwrite:
+        raise ConfigError(f"--out: '{ns.out}' exists; pass --overwrite to replace it")
+    return plot_runs(ns.run_dirs, ns.out, ns.metric, ns.smooth)

@@ -31,6 +31,7 @@ from maml_rl.adaptation import (
     model_params,
     task_slice,
 )
+from maml_rl.plots import save_figure
 from maml_rl.sampling import SupervisedSampler, split_shots
 from maml_rl.seeding import EVALUATION_STREAM, episode_keys
 
@@ -449,11 +450,13 @@ def plots_fits(family: Any) -> bool:
 
 
 def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: str | Path,
-              title: str = "") -> Path:
+              title: str = "", baseline: nn.Module | None = None) -> Path:
     """The MAML paper's Fig. 2 for a run: per task, its ``evaluation.support_size`` support
     points, the task's true function (when the env has ``target(x)``, as the sinusoid does) and
     the model's predictions before adaptation, after 1 step and after ``steps`` steps of the
-    run's inner step (``learner``: a supervised learner)."""
+    run's inner step (``learner``: a supervised learner). With ``baseline`` (the pretrained
+    model, :mod:`maml_rl.supervised_baseline`) a second row shows it fine-tuned by plain
+    gradient steps of the same sizes on the same points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,40 +472,100 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
     space = family.observation_space
     grid = torch.linspace(float(space.low[0]), float(space.high[0]), 200,
                           dtype=support.inputs.dtype, device=support.inputs.device)[:, None]
-    theta = {k: v.detach() for k, v in model_params(model).items()}
     sizes = config.inner_step_sizes(steps, ev.lr)
     shown = sorted({0, min(1, steps), steps})
     env = family.unwrapped
     cols = min(len(tasks), 4)
-    fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.0), squeeze=False)
-    for i, (ax, task) in enumerate(zip(axes.flat, tasks, strict=False)):
-        shots = task_slice(support, i)
-        if callable(getattr(env, "target", None)):
-            env.set_task(task)
-            truth = env.target(grid.cpu().numpy())
-            ax.plot(grid[:, 0].cpu(), truth, color="k", lw=1.2, ls="--", label="true")
-        phi = theta
-        with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
-            for k in range(steps + 1):
-                if k in shown:
-                    prediction = forward(model, phi, grid)[:, 0].cpu()
-                    ax.plot(grid[:, 0].cpu(), prediction,
-                            label=f"after {k} step{'s' if k != 1 else ''}" if k else "before")
-                if k < steps:
-                    phi = learner.algorithm.inner_step(theta, phi, shots, sizes[k],
-                                                       learner.eval_batching == "vmap")
-        ax.plot(shots.inputs[:, 0].cpu(), shots.targets[:, 0].cpu(), "^", color="tab:red",
-                ms=6, label=f"{support_size} support points")
-        ax.set_title(_task_text(task), fontsize="small")
-        ax.grid(alpha=0.3)
+    rows = [(config.algorithm, model, learner.algorithm.inner_step)]
+    if baseline is not None:
+        def plain_step(theta, phi, batch, alpha, functional):
+            return inner_step(baseline, phi, learner.loss_fn, batch, alpha,
+                              functional=functional)
+
+        rows.append(("pretrained", baseline, plain_step))
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.6 * cols, 3.0 * len(rows)),
+                             squeeze=False, sharey="col")
+    for r, (method, net, step) in enumerate(rows):
+        theta = {k: v.detach() for k, v in model_params(net).items()}
+        for i, (ax, task) in enumerate(zip(axes[r], tasks, strict=False)):
+            shots = task_slice(support, i)
+            if callable(getattr(env, "target", None)):
+                env.set_task(task)
+                truth = env.target(grid.cpu().numpy())
+                ax.plot(grid[:, 0].cpu(), truth, color="k", lw=1.2, ls="--", label="true")
+            phi = theta
+            with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
+                for k in range(steps + 1):
+                    if k in shown:
+                        prediction = forward(net, phi, grid)[:, 0].cpu()
+                        ax.plot(grid[:, 0].cpu(), prediction,
+                                label=f"after {k} step{'s' if k != 1 else ''}" if k
+                                else "before")
+                    if k < steps:
+                        phi = step(theta, phi, shots, sizes[k], learner.eval_batching == "vmap")
+            ax.plot(shots.inputs[:, 0].cpu(), shots.targets[:, 0].cpu(), "^", color="tab:red",
+                    ms=6, label=f"{support_size} support points")
+            ax.set_title(f"{method}: {_task_text(task)}", fontsize="small")
+            ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize="x-small", loc="best")
-    if title:
-        fig.suptitle(title, fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
+
+
+def plots_grid(family: Any) -> bool:
+    """Whether :func:`plot_classification_grid` applies: a classification family of images."""
+    return (family.supervised_loss == "cross_entropy"
+            and len(getattr(family.observation_space, "shape", ())) == 3)
+
+
+def plot_classification_grid(learner: Any, task: Any, steps: int, seed: int, path: str | Path,
+                             title: str = "", per_class: int = 2) -> Path:
+    """One held-out task of an image classification run (the first of the evaluation, on its
+    shots): the support images with their labels, then ``per_class`` query images of each
+    class with the label predicted after ``steps`` inner steps, green when right and red when
+    wrong (query images predicted in batches of ``evaluation.query_batch``, as evaluated)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config, family, model = learner.config, learner.eval_family, learner.model
+    ev = config.evaluation
+    support_size = ev.support_size or config.sampling.support_size
+    query_size = ev.query_size or config.sampling.query_size
+    sampler = SupervisedSampler(family.env_id, family.env_kwargs, 1, support_size + query_size,
+                                seed, learner.device)
+    shots = sampler.sample([task], episode_keys(seed, EVALUATION_STREAM, 0, 0, [0]))
+    sampler.close()
+    support, query = (task_slice(b, 0) for b in split_shots(shots, support_size))
+    theta = {k: v.detach() for k, v in model_params(model).items()}
+    phi = theta
+    with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
+        for alpha in config.inner_step_sizes(steps, ev.lr):
+            phi = learner.algorithm.inner_step(theta, phi, support, alpha, False)
+        batch = ev.query_batch or query_size
+        predicted = torch.cat([forward(model, phi, query.inputs[i:i + batch]).argmax(-1)
+                               for i in range(0, query_size, batch)])
+    labels = query.targets.reshape(-1)
+    shown = [i for c in sorted(set(labels.tolist()))
+             for i in torch.nonzero(labels == c).reshape(-1)[:per_class].tolist()]
+    order = torch.argsort(support.targets.reshape(-1), stable=True).tolist()
+    cols = max(len(order), len(shown) // 2 or 1)
+    rows = 1 + -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.45 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes[0], order, strict=False):
+        ax.imshow(support.inputs[i, 0].cpu().numpy(), cmap="gray")
+        ax.set_title(f"support {int(support.targets.reshape(-1)[i])}", fontsize="x-small")
+    for ax, i in zip(axes[1:].flat, shown, strict=False):
+        right = bool(predicted[i] == labels[i])
+        ax.imshow(query.inputs[i, 0].cpu().numpy(), cmap="gray")
+        ax.set_title(f"{int(labels[i])} -> {int(predicted[i])}", fontsize="x-small",
+                     color="tab:green" if right else "tab:red")
+    accuracy = float((predicted == labels).float().mean())
+    heading = (f"one held-out task after {steps} step{'s' if steps != 1 else ''}: query "
+               f"label -> predicted (accuracy {accuracy:.2f} on its {query_size} query images)")
+    return save_figure(fig, path, f"{title}\n{heading}" if title else heading)
 
 
 def _task_text(task: Any) -> str:

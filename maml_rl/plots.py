@@ -10,11 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from maml_rl.config import load_config
 from maml_rl.logger import read_metrics
+
+
+def save_figure(fig: Any, path: str | Path, title: str = "", dpi: int = 110) -> Path:
+    """Head ``fig`` with ``title`` (when given), lay it out, write it to ``path`` (PNG) and
+    close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def default_metrics(run_dir: str | Path) -> list[str]:

@@ -119,7 +119,7 @@ def test_sinusoid_evaluate_and_rl_only_flags(tmp_path, capsys):
     assert evaluate_main([str(tmp_path), "--steps", "1", "evaluation.num_tasks=4"]) == 0
     assert len(_results(tmp_path)["maml"]["per_task"]) == 4
     capsys.readouterr()
-    for flag in ("--baselines", "--video", "--task-file"):
+    for flag in ("--video", "--task-file"):
         extra = ["configs/tasks/navigation_2d_paper_test.yaml"] if flag == "--task-file" else []
         assert evaluate_main([str(tmp_path), flag, *extra]) == 2
         assert f"{flag}: only for RL families" in capsys.readouterr().err
@@ -392,6 +392,68 @@ def test_evaluate_draws_the_fits_of_a_regression_family(tmp_path):
     env.set_task(SinusoidTask(2.0, 0.5))
     np.testing.assert_allclose(env.target(np.array([[0.5], [0.5 + np.pi / 2]])),
                                [[0.0], [2.0]], atol=1e-6)
+
+
+def test_regression_baselines_pretrained_is_trained_cached_and_drawn(tmp_path, capsys):
+    """--baselines on a regression run: the pretrained model (trained on every task jointly,
+    then fine-tuned by plain gradient steps) on the same tasks and shots, cached, in fits.png."""
+    config = load_config("configs/sinusoid.yaml", [
+        "training.iterations=3", "evaluation.at_end=false", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu"])
+    run = tmp_path / "run"
+    Trainer(config, run).train()
+    args = [str(run), "--steps", "2", "--tasks", "6", "--baselines", "--baseline-steps", "30",
+            "--out", str(tmp_path / "out")]
+    assert evaluate_main(args) == 0
+    assert "training jointly on the family's tasks for 30 iterations" in capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results) == {"maml", "pretrained"}
+    assert results["pretrained"]["tasks"] == results["maml"]["tasks"]
+    assert (run / "baselines" / "pretrained.pt").is_file()
+    # Its unadapted loss is the mean query loss of the cached model on the same shots.
+    from maml_rl.runs import load_run
+    from maml_rl.supervised_baseline import load_or_train_pretrained
+
+    loaded = load_run(run)
+    model = load_or_train_pretrained(loaded.config, loaded.family, run / "baselines", 30, "cpu",
+                                     progress=False, log=lambda text: None)
+    again = loaded.learner.evaluate(6, 2, config.evaluation.seed, "pretrained", model=model)
+    np.testing.assert_allclose(again.per_task, results["pretrained"]["per_task"], rtol=1e-6)
+    assert evaluate_main(args) == 0  # a second evaluation reuses the cache
+    assert "pretrained: cached model" in capsys.readouterr().err
+    assert (tmp_path / "out" / "fits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_regression_landscape_passes_through_both_models(tmp_path, capsys):
+    from maml_rl.cli import plot_main
+    from maml_rl.landscape import meta_loss_landscape
+    from maml_rl.runs import load_run
+    from maml_rl.supervised_baseline import load_or_train_pretrained
+
+    config = load_config("configs/sinusoid.yaml", [
+        "training.iterations=3", "evaluation.at_end=false", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu"])
+    run = tmp_path / "run"
+    Trainer(config, run).train()
+    out = tmp_path / "landscape.png"
+    argv = [str(run), "--landscape", "--inner-steps", "0", "1", "--points", "5",
+            "--baseline-steps", "20", "--out", str(out)]
+    assert plot_main(argv) == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_main(argv) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    # At (0, 0) the landscape is MAML's loss, at (1, 0) the pretrained model's: with no inner
+    # step, the mean query loss of each on the same shots.
+    loaded = load_run(run)
+    pretrained = load_or_train_pretrained(loaded.config, loaded.family, run / "baselines", 20,
+                                          "cpu", progress=False, log=lambda text: None)
+    land = meta_loss_landscape(loaded.learner, pretrained, [0], num_tasks=25, points=5)
+    grid = land["losses"][0]
+    ours = loaded.learner.evaluate(25, 0, 0).per_task.mean()
+    theirs = loaded.learner.evaluate(25, 0, 0, "pretrained", model=pretrained).per_task.mean()
+    assert land["alphas"][1] == 0.0 and land["alphas"][3] == 1.0 and land["betas"][2] == 0.0
+    assert grid[2, 1] == pytest.approx(ours, rel=1e-5)
+    assert grid[2, 3] == pytest.approx(theirs, rel=1e-5)
+    assert abs(ours - theirs) > 1e-3  # two different points
+    assert plot_main([str(tmp_path), "--landscape"]) == 2
 
 
 def test_a_folder_of_other_tasks_is_refused_before_any_rollout(tmp_path, monkeypatch, capsys):

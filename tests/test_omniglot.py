@@ -420,3 +420,22 @@ def test_query_batch_is_refused_for_rl_families(tmp_path):
     ])
     with pytest.raises(ConfigError, match=r"evaluation\.query_batch: 5 applies to supervised"):
         Trainer(config, tmp_path / "run")
+
+
+def test_evaluation_draws_one_tasks_support_and_predicted_query(tmp_path_factory, capsys):
+    from maml_rl.cli import evaluate_main
+
+    root = tmp_path_factory.mktemp("grid")
+    _write_alphabets(root / "data", {f"A{i}": 5 for i in range(6)}, 6, seed=3)
+    config = load_config("configs/omniglot_5way1shot.yaml", [
+        f"env.kwargs.data_root={root / 'data'}", f"env.kwargs.cache_dir={root / 'cache'}",
+        "policy.conv_filters=4", "sampling.meta_batch_size=2", "training.iterations=2",
+        "evaluation.at_end=false", "evaluation.query_size=10", "evaluation.query_batch=5",
+        "evaluation.env_kwargs.split=train", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu", "threads=1"])
+    Trainer(config, root / "run").train()
+    out = root / "out"
+    assert evaluate_main([str(root / "run"), "--tasks", "3", "--steps", "1", "--out",
+                          str(out)]) == 0
+    assert "grid.png" in capsys.readouterr().out
+    assert (out / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -113,17 +113,22 @@ class SupervisedMetaLearner:
             SupervisedMetaBatch(self.algorithm, support, query, self.group, total))
         return {"loss/pre_adaptation": before.item(), **metrics}
 
-    def evaluate(self, num_tasks: int, steps: int, seed: int) -> AdaptationCurve:
+    def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
+                 model: torch.nn.Module | None = None) -> AdaptationCurve:
         """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``; under
-        torchrun every process evaluates its share of them."""
+        torchrun every process evaluates its share of them. ``model`` (a comparison method,
+        named ``method``: :mod:`maml_rl.supervised_baseline`) replaces the meta-learned one
+        and adapts by plain gradient steps, on the same tasks and shots."""
         ev, family = self.config.evaluation, self.eval_family
+        net = self.model if model is None else model
+        step_fn = self.algorithm.inner_step if model is None else None
         tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
         classification = family.supervised_loss == "cross_entropy"
         metric = "accuracy" if classification else "mse"
 
         def shard(local: list[Any], first: int) -> np.ndarray:
             return evaluate_supervised(
-                self.model, model_params(self.model), self.loss_fn, family.env_id,
+                net, model_params(net), self.loss_fn, family.env_id,
                 family.env_kwargs, local,
                 support_size=ev.support_size or self.config.sampling.support_size,
                 query_size=ev.query_size or self.config.sampling.query_size,
@@ -131,10 +136,10 @@ class SupervisedMetaLearner:
                 step_sizes=self.config.inner_step_sizes(steps, ev.lr),
                 seed=seed, metric_fn=accuracy if classification else None, metric=metric,
                 batching=self.eval_batching, device=self.device,
-                step_fn=self.algorithm.inner_step, first_task=first,
+                step_fn=step_fn, first_task=first,
             ).per_task
 
-        return AdaptationCurve(self.config.algorithm, metric, list(range(steps + 1)),
+        return AdaptationCurve(method or self.config.algorithm, metric, list(range(steps + 1)),
                                self.group.map_tasks(tasks, shard), list(tasks))
 
     def state_dict(self) -> dict[str, Any]:
