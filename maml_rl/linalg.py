@@ -225,3 +225,46 @@ def flat_product(
         return torch.cat([out[name].reshape(-1) for name, _, _ in shapes]).detach() + damping * v
 
     return flat
+
+
+def graph_captured_product(build: Callable[[], Callable[[Tensor], Tensor]], size: int,
+                           like: Tensor) -> Callable[[Tensor], Tensor]:
+    """A matrix-vector product on CUDA replayed from a CUDA graph: ``build()`` makes the
+    product (and the autograd graphs it differentiates through) on a side stream, one call is
+    warmed up and one captured; every later call copies ``v`` into the captured input, replays
+    the graph's kernels at once and returns a copy of the captured output. A TRPO meta-step's
+    Fisher-vector products launch a few hundred small kernels each, which is what their time on
+    a GPU goes into; the replay launches them as one (docs/results/speed.md).
+
+    ``size``: the vectors' length; ``like``: a tensor of their dtype and device. The product
+    must not synchronise with the host: torch.distributions' argument checks do, so they are
+    off while it is built and captured (the replay runs no Python)."""
+    from torch.distributions import Distribution
+
+    device = like.device
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    validate = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        with torch.cuda.stream(stream):
+            product = build()
+            static_v = torch.randn(size, dtype=like.dtype, device=device)
+            product(static_v)  # warm-up: lazy library handles and workspaces
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                static_out = product(static_v)
+    finally:
+        Distribution.set_default_validate_args(validate)
+    torch.cuda.current_stream(device).wait_stream(stream)
+
+    def replay(v: Tensor) -> Tensor:
+        static_v.copy_(v.reshape(-1))
+        graph.replay()
+        return static_out.clone()
+
+    # The graph's kernels read the tensors the product holds (the inner steps' saved
+    # activations, the pullback's): they must live as long as the replay does. (Dropped, their
+    # memory was reused and a replay read it: an illegal memory access, found on the H200.)
+    replay.product = product  # type: ignore[attr-defined]
+    return replay

@@ -29,7 +29,7 @@ from maml_rl.adaptation import (
 from maml_rl.algorithms import Algorithm
 from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
 from maml_rl.episodes import PolicyBatch
-from maml_rl.linalg import flat_product, hessian_vector_product
+from maml_rl.linalg import flat_product, graph_captured_product, hessian_vector_product
 from maml_rl.meta_updates.base import check_finite
 from maml_rl.meta_updates.curvature import task_fisher_product
 from maml_rl.objectives import clipped_surrogate_loss, kl_divergence, surrogate_loss
@@ -207,7 +207,17 @@ class RLMetaBatch:
 
     # -- curvature -------------------------------------------------------------------------------
     def fisher_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
-        """Flat ``v -> H v`` of the mean KL over the curvature subset of ``tasks`` tasks."""
+        """Flat ``v -> H v`` of the mean KL over the curvature subset of ``tasks`` tasks. On
+        CUDA with stacked tasks in one process the product is captured once in a CUDA graph
+        and replayed (:func:`maml_rl.linalg.graph_captured_product`; the same numbers)."""
+        device = self.query.mask.device
+        if self.batching == "stacked" and device.type == "cuda" and not self.group.distributed:
+            size = sum(p.numel() for p in self.meta_parameters)
+            return graph_captured_product(lambda: self._fisher_product(tasks), size,
+                                          self.meta_parameters[0])
+        return self._fisher_product(tasks)
+
+    def _fisher_product(self, tasks: int) -> Callable[[Tensor], Tensor]:
         algorithm, theta = self.algorithm, model_params(self.model)
         rates = [algorithm.rate(a) for a in algorithm.config.inner_step_sizes()]
         positions, size = self._local_subset(tasks)
