@@ -360,11 +360,17 @@ def test_build_model_from_config():
         build_model(config, gym.spaces.Box(0.0, 1.0, (784,), np.float32), classes, True)
 
 
+def _learnable_config(root: Path, overrides: list[str]):
+    """The 5-way 1-shot config on 6 small synthetic alphabets written under ``root``."""
+    _write_alphabets(root / "data", {f"A{i}": 5 for i in range(6)}, 6, seed=3)
+    return load_config("configs/omniglot_5way1shot.yaml", [
+        f"env.kwargs.data_root={root / 'data'}", f"env.kwargs.cache_dir={root / 'cache'}",
+        *overrides])
+
+
 def test_short_meta_training_beats_chance_after_adaptation(tmp_path_factory):
     root = tmp_path_factory.mktemp("learnable")
-    _write_alphabets(root / "data", {f"A{i}": 5 for i in range(6)}, 6, seed=3)
-    config = load_config("configs/omniglot_5way1shot.yaml", [
-        f"env.kwargs.data_root={root / 'data'}", f"env.kwargs.cache_dir={root / 'cache'}",
+    config = _learnable_config(root, [
         "policy.conv_filters=8", "sampling.meta_batch_size=16", "training.iterations=80",
         "evaluation.at_end=false", "evaluation.query_size=25", "logging.progress=false",
         "logging.tensorboard=false", "device=cpu", "seed=0",
@@ -426,9 +432,7 @@ def test_evaluation_draws_one_tasks_support_and_predicted_query(tmp_path_factory
     from maml_rl.cli import evaluate_main
 
     root = tmp_path_factory.mktemp("grid")
-    _write_alphabets(root / "data", {f"A{i}": 5 for i in range(6)}, 6, seed=3)
-    config = load_config("configs/omniglot_5way1shot.yaml", [
-        f"env.kwargs.data_root={root / 'data'}", f"env.kwargs.cache_dir={root / 'cache'}",
+    config = _learnable_config(root, [
         "policy.conv_filters=4", "sampling.meta_batch_size=2", "training.iterations=2",
         "evaluation.at_end=false", "evaluation.query_size=10", "evaluation.query_batch=5",
         "evaluation.env_kwargs.split=train", "logging.progress=false",
