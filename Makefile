@@ -7,7 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/halfcheetah_vel.yaml
 ARGS ?=
 
-.PHONY: setup train test test-all lint bench clean
+MW_VENV ?= .venv-metaworld
+MW_PY := $(MW_VENV)/bin/python
+
+.PHONY: setup train test test-all test-metaworld lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +27,17 @@ train: setup
 test: setup
 	$(PY) -m pytest -q
 
+# Meta-World pins mujoco==3.3.0, too old for the Ant families: its own virtual environment.
+$(MW_VENV)/.installed: pyproject.toml
+	test -x $(MW_PY) || python3 -m venv $(MW_VENV)
+	$(MW_PY) -m pip install --quiet --upgrade pip
+	$(MW_PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(MW_PY) -m pip install --quiet -e ".[dev,metaworld]"
+	touch $@
+
+test-metaworld: $(MW_VENV)/.installed
+	$(MW_PY) -m pytest -q tests/test_metaworld.py
+
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
@@ -35,4 +49,4 @@ bench: setup
 	$(PY) benchmarks/bench_sampler_physics.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MW_VENV) .pytest_cache .ruff_cache

@@ -78,6 +78,12 @@ def build_ant_model(paper_mdp: bool = False) -> tuple[mujoco.MjModel, int]:
 
     Returns the model and the number of bodies with a contact sensor (all but the world).
     """
+    if not hasattr(mujoco, "mjtConDataField"):
+        raise ValueError(
+            "the Ant families need mujoco >= 3.3.1 (contact sensors); this environment has "
+            f"mujoco {mujoco.__version__} (the metaworld extra pins 3.3.0: keep Meta-World in "
+            "its own environment, docs/guide/metaworld.md)"
+        )
     spec, total_mass = load_gymnasium_spec(XML_FILE)
     if paper_mdp:
         spec.option.timestep = PAPER_TIMESTEP

@@ -195,7 +195,10 @@ def family_metadata(env_id: str) -> dict[str, Any]:
     register_all()
     if env_id not in gym.registry:
         raise ValueError(unknown_env_message(env_id))
-    creator = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)
+    entry_point = gym.spec(env_id).entry_point
+    # A registration may name its entry point ("module:Class") or pass the class itself.
+    creator = (entry_point if callable(entry_point)
+               else gym.envs.registration.load_env_creator(entry_point))
     return dict(getattr(creator, "metadata", None) or {})
 
 

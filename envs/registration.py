@@ -32,6 +32,12 @@ def register_all() -> None:
         max_episode_steps=1,
     )
     _register(
+        "SineLine-v0",
+        entry_point="envs.sine_line:SineLineEnv",
+        vector_entry_point="envs.sine_line:SineLineVectorEnv",
+        max_episode_steps=1,
+    )
+    _register(
         "Omniglot-v0",
         entry_point="envs.omniglot:OmniglotEnv",
         vector_entry_point="envs.omniglot:OmniglotVectorEnv",
@@ -59,6 +65,16 @@ def register_all() -> None:
         vector_entry_point="envs.tabular_mdp:TabularMDPVectorEnv",
         max_episode_steps=10,
     )
+    # Meta-World ML1 (the optional metaworld extra, imported when an env is made): three named
+    # families, and maml/ML1-v0 for any of its environments (env_name="...-v3").
+    for name, env_name in (("ML1-reach", "reach-v3"), ("ML1-push", "push-v3"),
+                           ("ML1-pick-place", "pick-place-v3"), ("ML1", "reach-v3")):
+        _register(
+            f"{name}-v0",
+            entry_point="envs.metaworld_ml1:MetaWorldML1Env",
+            max_episode_steps=500,
+            kwargs={"env_name": env_name},
+        )
     # One class per robot; the registered id fixes its objective.
     for name, objective in (("HalfCheetahVel", "velocity"), ("HalfCheetahDir", "direction")):
         _register(

@@ -117,10 +117,12 @@ class SinusoidVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.DISABLED,
         "supervised_loss": "mse",
     }
+    #: The single env this batches (a subclass for another one-step regression family).
+    single_env_class: type[gym.Env] = SinusoidEnv
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = 1, **kwargs) -> None:
         # max_episode_steps is passed by gymnasium.make_vec; every episode here is one step.
-        self.single_env = SinusoidEnv(**kwargs)
+        self.single_env = self.single_env_class(**kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.single_env.observation_space
         self.single_action_space = self.single_env.action_space
@@ -151,9 +153,13 @@ class SinusoidVectorEnv(VectorEnv):
         generators = generators_from(options, self.num_envs)
         if generators is not None:
             self._rngs = generators
-        low, high = self.single_env.x_range
+        low, high = self.input_range()
         self._x[:, 0] = [rng.uniform(low, high) for rng in self._rngs]
         return self._x.copy(), {}
+
+    def input_range(self) -> tuple[float, float]:
+        """Where ``reset`` draws the inputs."""
+        return self.single_env.x_range
 
     def step(self, actions):
         target = sinusoid(self._x, self._amplitude, self._phase)

@@ -377,6 +377,7 @@ def default_evaluation_dir(ns: argparse.Namespace) -> Path:
 def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                     tasks: list[Any] | None, iteration: int | None) -> int:
     import numpy as np
+    import torch
 
     from maml_rl.evaluation import (
         check_mergeable,
@@ -438,6 +439,7 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                                                     out / "grid.png", title))
         if plots_fits(learner.eval_family):
             shown = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))[:4]
+            torch.manual_seed(seed)  # a sampling algorithm's (PLATIPUS') draws
             written.append(plot_fits(learner, shown, steps, seed, out / "fits.png", title,
                                      baseline=pretrained))
     if ns.video:
@@ -479,13 +481,55 @@ def _draw_landscape(ns: argparse.Namespace) -> Path:
     return plot_landscape(landscape, out, title)
 
 
+def _draw_fits(ns: argparse.Namespace) -> Path:
+    """``maml-plot RUN [RUN ...] --fits``: the fits figure of regression runs, one row per run,
+    on the first run's held-out tasks and support points (:func:`maml_rl.evaluation.plot_fits`)."""
+    out = ns.out if ns.out != Path("training.png") else Path("fits.png")
+    if out.exists() and not ns.overwrite:
+        raise ConfigError(f"--out: '{out}' exists; pass --overwrite to replace it")
+    if ns.tasks < 1:
+        raise ConfigError(f"--tasks: must be >= 1, got {ns.tasks}")
+    import numpy as np
+    import torch
+
+    from maml_rl.evaluation import plot_fits, plots_fits
+    from maml_rl.runs import load_run
+
+    # RUN ... evaluation.key=value ...: the overrides apply to every run (e.g. fewer shots or
+    # a narrower input range, evaluation.env_kwargs, to make the tasks ambiguous).
+    overrides = [str(p) for p in ns.run_dirs if "=" in str(p) and not p.exists()]
+    paths = [p for p in ns.run_dirs if str(p) not in overrides]
+    if not paths:
+        raise ConfigError("--fits: give at least one run directory")
+    runs = [load_run(path, overrides=overrides) for path in paths]
+    for run in runs:
+        if not run.family.supervised or not plots_fits(run.learner.eval_family):
+            raise ConfigError(f"--fits: for regression runs with one input; '{run.path}' is "
+                              f"'{run.config.env.id}'")
+    first = runs[0]
+    if len({run.config.env.id for run in runs}) > 1:
+        raise ConfigError("--fits: the runs must share one family, got "
+                          f"{', '.join(sorted({run.config.env.id for run in runs}))}")
+    ev = first.config.evaluation
+    seed = ev.seed if ns.seed is None else ns.seed
+    tasks = first.learner.eval_family.sample_tasks(ns.tasks, np.random.default_rng(seed))
+    torch.manual_seed(seed)  # a sampling algorithm's (PLATIPUS') draws
+    title = (f"{first.config.env.id}: {', '.join(run.path.resolve().name for run in runs)}, "
+             f"{ev.support_size or first.config.sampling.support_size} shots"
+             + (f" ({', '.join(overrides)})" if overrides else ""))
+    return plot_fits(first.learner, tasks, ev.steps, seed, out, title,
+                     others=[(run.config.algorithm, run.learner) for run in runs[1:]])
+
+
 def plot_main(argv: list[str] | None = None) -> int:
     """Entry point of ``scripts/plot.py`` and ``maml-plot``: training curves of runs (mean and
     band over seeds for runs of one config) as a PNG; 0 done, 2 a mistake (one line)."""
     parser = argparse.ArgumentParser(
         prog="plot.py", description="Training curves of runs from their metrics.csv; runs that "
         "differ only in seed are drawn as their mean with a band of one standard deviation.")
-    parser.add_argument("run_dirs", nargs="+", type=Path, help="run directories")
+    parser.add_argument("run_dirs", nargs="+", type=Path,
+                        help="run directories (with --fits, also evaluation.key=value "
+                             "overrides applied to every run)")
     parser.add_argument("--metric", action="append", default=None,
                         help="a metrics.csv column (repeatable; default: pre- and "
                              "post-adaptation return or loss)")
@@ -498,6 +542,14 @@ def plot_main(argv: list[str] | None = None) -> int:
                         help="instead of training curves: the meta-loss landscape of one "
                              "regression run around its parameters and the pretrained "
                              "baseline's (default --out landscape.png)")
+    parser.add_argument("--fits", action="store_true",
+                        help="instead of training curves: fits of regression runs on the first "
+                             "run's held-out tasks, a row per run; a sampling algorithm "
+                             "(platipus) draws several adapted models (default --out fits.png)")
+    parser.add_argument("--tasks", type=int, default=4, help="--fits: tasks drawn (default 4)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="--fits: seed of the tasks, shots and draws (default: the first "
+                             "run's evaluation.seed)")
     parser.add_argument("--inner-steps", type=int, nargs="+", default=[0, 1, 5],
                         help="--landscape: the numbers of inner steps drawn (default 0 1 5)")
     parser.add_argument("--points", type=int, default=25,
@@ -505,10 +557,14 @@ def plot_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="--landscape: meta-batches of the pretrained baseline's joint "
                              "training when it is not cached in RUN/baselines (default 10000)")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)  # RUN ... --fits ... evaluation.key=value
     try:
+        if ns.landscape and ns.fits:
+            raise ConfigError("--landscape and --fits: give one of them")
         if ns.landscape:
             path = _draw_landscape(ns)
+        elif ns.fits:
+            path = _draw_fits(ns)
         else:
             path = _draw_training_curves(ns)
     except (ConfigError, ValueError, OSError) as err:

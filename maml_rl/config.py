@@ -93,7 +93,9 @@ class InnerConfig:
 
 #: The values of ``algorithm`` (:mod:`maml_rl.algorithms` has one module per algorithm;
 #: ``maml_rl.algorithms.register_algorithm`` adds to this list).
-ALGORITHM_NAMES: list[str] = ["maml", "fomaml", "reptile", "metasgd", "anil", "imaml"]
+ALGORITHM_NAMES: list[str] = [
+    "maml", "fomaml", "reptile", "metasgd", "anil", "imaml", "platipus",
+]
 #: The values of ``meta.optimizer`` (:mod:`maml_rl.meta_updates`;
 #: ``maml_rl.meta_updates.register_meta_update`` adds to this list).
 META_UPDATE_NAMES: list[str] = ["adam", "sgd", "trpo", "ppo"]
@@ -193,6 +195,24 @@ class IMAMLConfig:
 
 
 @dataclass
+class PlatipusConfig:
+    """Probabilistic MAML (Finn, Xu & Levine 2018, PLATIPUS), read when ``algorithm: platipus``.
+
+    theta has a learned diagonal Gaussian prior ``N(mu, sigma^2)`` (``mu``: the model's
+    parameters). Meta-training maximises the variational lower bound of the paper's Eq. (4):
+    theta drawn from ``q = N(mu - gamma_q grad L(mu, D_query), v_q^2)``, the query loss after
+    the inner steps from it, plus ``kl_weight`` times ``KL(q || N(mu - gamma_p grad L(mu,
+    D_support), sigma^2))``. Adaptation (Algorithm 2) draws theta from that last Gaussian, then
+    takes the inner steps; each draw is one plausible adapted model."""
+
+    kl_weight: float = field(default=1.0e-3, metadata=_range(ge=0))
+    """Weight of the KL term against the mean query loss (the KL is a sum over every
+    parameter)."""
+    init_std: float = field(default=0.01, metadata=_range(gt=0))
+    """Initial prior std sigma and posterior std v_q, every entry (both are learned)."""
+
+
+@dataclass
 class SamplingConfig:
     """What is drawn each meta-iteration."""
 
@@ -283,7 +303,9 @@ class Config:
     algorithm: str = field(default="maml", metadata={"choices": ALGORITHM_NAMES})
     """``maml`` (second order), ``fomaml`` (first order, same as ``inner.first_order: true``),
     ``reptile``, ``metasgd`` (learned per-parameter inner rates), ``anil`` (only the last layer
-    adapts), ``imaml`` (proximal inner problem, implicit meta-gradient). RL families: maml,
+    adapts), ``imaml`` (proximal inner problem, implicit meta-gradient), ``platipus``
+    (Probabilistic MAML: a learned Gaussian over theta, one sampled model per adaptation,
+    supervised only). RL families: maml,
     fomaml, metasgd and anil. See docs/reference/algorithms.md."""
     env: EnvConfig = field(default_factory=EnvConfig)
     """Task family."""
@@ -297,6 +319,8 @@ class Config:
     """Reptile's own settings."""
     imaml: IMAMLConfig = field(default_factory=IMAMLConfig)
     """iMAML's own settings."""
+    platipus: PlatipusConfig = field(default_factory=PlatipusConfig)
+    """Probabilistic MAML's own settings."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Sampling."""
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -26,6 +26,9 @@ class Episodes:
     mask: Tensor  # [M, N, T]
     log_probs: Tensor  # [M, N, T], log-probability of the actions under the sampling policy
     lengths: Tensor  # [M, N]
+    #: [M, N]: 1.0 for an episode that solved its task at some step, for a family that reports
+    #: success (``metadata["success_key"]``, e.g. Meta-World's ``info["success"]``); else None.
+    successes: Tensor | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -34,6 +37,10 @@ class Episodes:
     def task_returns(self) -> Tensor:
         """Mean undiscounted return per task, ``[M]`` (what the paper's tables report)."""
         return (self.rewards * self.mask).sum(-1).mean(-1)
+
+    def task_success(self) -> Tensor | None:
+        """Share of each task's episodes that solved it, ``[M]`` (None without success)."""
+        return None if self.successes is None else self.successes.mean(-1)
 
     def num_steps(self) -> int:
         return int(self.mask.sum().item())

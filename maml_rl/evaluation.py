@@ -50,7 +50,9 @@ class AdaptationCurve:
     """One method's performance after 0..K steps over the same held-out tasks.
 
     ``flat`` marks a method that is not adapted (the paper's oracle): it has one column, step 0,
-    and is drawn as a horizontal line across the other methods' steps.
+    and is drawn as a horizontal line across the other methods' steps. ``success`` ([num_tasks,
+    K + 1]) is the share of each task's episodes that solved it, for a family that reports
+    success (Meta-World); None otherwise.
     """
 
     method: str
@@ -59,6 +61,12 @@ class AdaptationCurve:
     per_task: np.ndarray  # [num_tasks, K + 1]
     tasks: list[Any] = field(default_factory=list)
     flat: bool = False
+    success: np.ndarray | None = None
+
+    @property
+    def success_mean(self) -> list[float] | None:
+        """Mean success rate over tasks per step (None without success)."""
+        return None if self.success is None else self.success.mean(axis=0).tolist()
 
     @property
     def mean(self) -> list[float]:
@@ -115,15 +123,19 @@ class AdaptationCurve:
             "flat": self.flat,
             "median": self.median,
             "diverged": self.diverged,
+            **({} if self.success is None else {"success_mean": self.success_mean,
+                                                 "success_per_task": self.success.tolist()}),
         }
 
     @classmethod
     def from_dict(cls, method: str, data: dict[str, Any]) -> AdaptationCurve:
         """Inverse of :meth:`to_dict` (tasks stay as read from JSON); files written before
         ``flat`` existed read as adapted methods."""
+        success = data.get("success_per_task")
         return cls(method, data["metric"], list(data["steps"]),
                    np.asarray(data["per_task"], dtype=np.float64), list(data.get("tasks", [])),
-                   bool(data.get("flat", False)))
+                   bool(data.get("flat", False)),
+                   None if success is None else np.asarray(success, dtype=np.float64))
 
 
 def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
@@ -261,17 +273,26 @@ env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = N
 
     def shard(local: list[Any], first: int) -> np.ndarray:
         per_step: list[torch.Tensor] = []
-        rl_adaptation_rollouts(
-            learner, local, steps, seed, lambda k, eps: per_step.append(eps.task_returns().cpu()),
-            episodes, policy, env_wrapper, first,
-        )
-        return torch.stack(per_step, dim=1).double().numpy()
+
+        def record(k: int, eps: Any) -> None:
+            success = eps.task_success()  # a second block of columns, for families with it
+            per_step.append(eps.task_returns().cpu() if success is None else
+                            torch.stack([eps.task_returns().cpu(), success.cpu()], dim=1))
+
+        rl_adaptation_rollouts(learner, local, steps, seed, record, episodes, policy,
+                               env_wrapper, first)
+        values = torch.stack(per_step, dim=1).double().numpy()
+        return values if values.ndim == 2 else np.concatenate([values[..., 0], values[..., 1]],
+                                                              axis=1)
 
     # Under torchrun every process evaluates its share of the tasks.
     per_task = learner.group.map_tasks(tasks, shard)
+    success = None
+    if per_task.shape[1] == 2 * (steps + 1):
+        per_task, success = per_task[:, : steps + 1], per_task[:, steps + 1:]
     # Named after the meta-learning algorithm by default, as the supervised curves are.
     return AdaptationCurve(method or learner.config.algorithm, "return",
-                           list(range(steps + 1)), per_task, tasks)
+                           list(range(steps + 1)), per_task, tasks, success=success)
 
 
 def reference_curves(family: Any, tasks: Sequence[Any], horizon: int | None
@@ -305,6 +326,8 @@ def format_table(curves: Sequence[AdaptationCurve]) -> str:
         lines.append(f"{c.method:<14}{cells}{note}")
         lines.append(f"{'  median':<14}" + "".join(f"{_num(m):>20}" for m in c.median))
         lines.append(f"{'  diverged':<14}" + "".join(f"{d:>20d}" for d in c.diverged))
+        if c.success_mean is not None:
+            lines.append(f"{'  success':<14}" + "".join(f"{s:>20.3f}" for s in c.success_mean))
     return "\n".join(lines)
 
 
@@ -359,9 +382,11 @@ def write_results(
     curves: Sequence[AdaptationCurve], out_dir: str | Path, title: str = "", merge: bool = True
 ) -> dict[str, Path]:
     """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat,
-    median, diverged}}``), ``results.csv`` (a row per method and step; ``flat`` is 1 for a
+    median, diverged}}``, plus ``success_mean`` and ``success_per_task`` for a family that
+    reports success), ``results.csv`` (a row per method and step; ``flat`` is 1 for a
     method evaluated without adaptation, the oracle; ``median`` and ``diverged`` as in
-    :class:`AdaptationCurve`) and the ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
+    :class:`AdaptationCurve`; a ``success`` column when a curve has success) and the
+    ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
 
     With ``merge`` the curves already there are kept (:func:`merge_curves`). Each file is
     written to a temporary name and renamed, so an interruption leaves the old file whole."""
@@ -374,11 +399,16 @@ def write_results(
         "csv": out / "results.csv",
         "png": out / "adaptation.png",
     }
+    # A success column only for a family that reports success (Meta-World).
+    with_success = any(c.success is not None for c in curves)
     rows = [["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat", "median",
-             "diverged"]]
+             "diverged", *(["success"] if with_success else [])]]
     for c in curves:
-        for k, m, h, med, d in zip(c.steps, c.mean, c.ci95, c.median, c.diverged, strict=True):
-            rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat), med, d])
+        success = c.success_mean or [""] * len(c.steps)
+        for k, m, h, med, d, s in zip(c.steps, c.mean, c.ci95, c.median, c.diverged, success,
+                                      strict=True):
+            rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat), med, d,
+                         *([s] if with_success else [])])
     with _atomic(paths["json"]) as tmp:
         tmp.write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
     with _atomic(paths["csv"]) as tmp, tmp.open("w", newline="") as f:
@@ -415,7 +445,23 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path, title: str 
     import matplotlib.pyplot as plt
 
     steps = max((c.steps for c in curves), key=len)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    with_success = [c for c in curves if c.success is not None]
+    if with_success:  # the success rate beside the return (Meta-World)
+        fig, (ax, ax_s) = plt.subplots(1, 2, figsize=(11.0, 3.8))
+        for i, c in enumerate(curves):
+            if c.success is None:
+                continue
+            mean = np.asarray(c.success_mean)
+            half = 1.96 * c.success.std(axis=0, ddof=1) / math.sqrt(max(len(c.success), 2))
+            ax_s.plot(c.steps, mean, marker="o", color=f"C{i % 10}", label=c.method)
+            ax_s.fill_between(c.steps, mean - half, mean + half, color=f"C{i % 10}", alpha=0.2)
+        ax_s.set_ylim(-0.05, 1.05)
+        ax_s.set_xlabel("inner gradient steps")
+        ax_s.set_ylabel("success rate")
+        ax_s.set_xticks(steps)
+        ax_s.grid(alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for i, c in enumerate(curves):
         mean, half = np.asarray(c.mean), np.asarray(c.ci95)
         if c.flat:  # axhline does not advance the colour cycle: one colour per method
@@ -450,19 +496,23 @@ def plots_fits(family: Any) -> bool:
 
 
 def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: str | Path,
-              title: str = "", baseline: nn.Module | None = None) -> Path:
+              title: str = "", baseline: nn.Module | None = None,
+              others: Sequence[tuple[str, Any]] = (), samples: int = 10) -> Path:
     """The MAML paper's Fig. 2 for a run: per task, its ``evaluation.support_size`` support
     points, the task's true function (when the env has ``target(x)``, as the sinusoid does) and
     the model's predictions before adaptation, after 1 step and after ``steps`` steps of the
     run's inner step (``learner``: a supervised learner). With ``baseline`` (the pretrained
     model, :mod:`maml_rl.supervised_baseline`) a second row shows it fine-tuned by plain
-    gradient steps of the same sizes on the same points."""
+    gradient steps of the same sizes on the same points; ``others`` (label, learner) add a row
+    per other run, adapted by its own algorithm on the same points. An algorithm whose
+    adaptation samples (:attr:`PLATIPUS.stochastic <maml_rl.algorithms.platipus.PLATIPUS>`)
+    draws ``samples`` adapted models, each after the run's ``inner.steps`` steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config, family, model = learner.config, learner.eval_family, learner.model
+    config, family = learner.config, learner.eval_family
     ev = config.evaluation
     support_size = ev.support_size or config.sampling.support_size
     sampler = SupervisedSampler(family.env_id, family.env_kwargs, len(tasks), support_size, seed,
@@ -472,42 +522,61 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
     space = family.observation_space
     grid = torch.linspace(float(space.low[0]), float(space.high[0]), 200,
                           dtype=support.inputs.dtype, device=support.inputs.device)[:, None]
-    sizes = config.inner_step_sizes(steps, ev.lr)
-    shown = sorted({0, min(1, steps), steps})
     env = family.unwrapped
     cols = min(len(tasks), 4)
-    rows = [(config.algorithm, model, learner.algorithm.inner_step)]
+    # (label, model, inner step, step sizes, draws): one row each.
+    rows = []
+    for label, run in [(config.algorithm, learner), *others]:
+        sizes = run.config.inner_step_sizes(steps, run.config.evaluation.lr)
+        stochastic = getattr(run.algorithm, "stochastic", False)
+        rows.append((label, run.model, run.algorithm.inner_step, sizes,
+                     samples if stochastic else 0, run.config.inner.steps))
     if baseline is not None:
         def plain_step(theta, phi, batch, alpha, functional):
             return inner_step(baseline, phi, learner.loss_fn, batch, alpha,
                               functional=functional)
 
-        rows.append(("pretrained", baseline, plain_step))
+        rows.insert(1, ("pretrained", baseline, plain_step,
+                        config.inner_step_sizes(steps, ev.lr), 0, 0))
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.6 * cols, 3.0 * len(rows)),
                              squeeze=False, sharey="col")
-    for r, (method, net, step) in enumerate(rows):
+    functional = learner.eval_batching == "vmap"
+    for r, (method, net, step, sizes, draws, trained_steps) in enumerate(rows):
         theta = {k: v.detach() for k, v in model_params(net).items()}
-        for i, (ax, task) in enumerate(zip(axes[r], tasks, strict=False)):
+        for ax, i, task in zip(axes[r], range(cols), tasks, strict=False):
             shots = task_slice(support, i)
             if callable(getattr(env, "target", None)):
                 env.set_task(task)
                 truth = env.target(grid.cpu().numpy())
                 ax.plot(grid[:, 0].cpu(), truth, color="k", lw=1.2, ls="--", label="true")
-            phi = theta
             with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
-                for k in range(steps + 1):
-                    if k in shown:
-                        prediction = forward(net, phi, grid)[:, 0].cpu()
-                        ax.plot(grid[:, 0].cpu(), prediction,
-                                label=f"after {k} step{'s' if k != 1 else ''}" if k
-                                else "before")
-                    if k < steps:
-                        phi = step(theta, phi, shots, sizes[k], learner.eval_batching == "vmap")
+                ax.plot(grid[:, 0].cpu(), forward(net, theta, grid)[:, 0].cpu(), label="before")
+                if draws:
+                    for d in range(draws):
+                        phi = theta
+                        for alpha in sizes[:trained_steps]:
+                            phi = step(theta, phi, shots, alpha, functional)
+                        ax.plot(grid[:, 0].cpu(), forward(net, phi, grid)[:, 0].cpu(),
+                                color="tab:purple", lw=0.8, alpha=0.6,
+                                label=f"{draws} sampled, after {trained_steps} step"
+                                      f"{'s' if trained_steps != 1 else ''}" if d == 0 else None)
+                else:
+                    shown, phi = sorted({min(1, steps), steps} - {0}), theta
+                    for k in range(steps):
+                        phi = step(theta, phi, shots, sizes[k], functional)
+                        if k + 1 in shown:
+                            ax.plot(grid[:, 0].cpu(), forward(net, phi, grid)[:, 0].cpu(),
+                                    label=f"after {k + 1} step{'s' if k else ''}")
             ax.plot(shots.inputs[:, 0].cpu(), shots.targets[:, 0].cpu(), "^", color="tab:red",
                     ms=6, label=f"{support_size} support points")
+            if callable(getattr(env, "target", None)):  # a wild fit must not hide the task
+                low, high = float(np.min(truth)), float(np.max(truth))
+                pad = 0.6 * max(high - low, 1.0)
+                ax.set_ylim(min(low, float(shots.targets.min())) - pad,
+                            max(high, float(shots.targets.max())) + pad)
             ax.set_title(f"{method}: {_task_text(task)}", fontsize="small")
             ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize="x-small", loc="best")
+        axes[r, 0].legend(fontsize="x-small", loc="best")
     return save_figure(fig, path, title)
 
 
@@ -569,6 +638,9 @@ def plot_classification_grid(learner: Any, task: Any, steps: int, seed: int, pat
 
 
 def _task_text(task: Any) -> str:
+    """A task for a figure title: its own ``describe()`` when it has one, else its fields."""
+    if callable(getattr(task, "describe", None)):
+        return str(task.describe())
     values = task_to_json(task)
     if isinstance(values, dict):
         return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"

@@ -15,6 +15,7 @@ paper, Eq. 1 with the REINFORCE inner loss of Sec. 3.2), step sizes from ``evalu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,17 +100,22 @@ class Run:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None,
-             device: str = "cpu") -> Run:
+             device: str = "cpu", overrides: Sequence[str] = ()) -> Run:
     """Load the run in ``run_dir`` (its ``config.yaml`` and ``checkpoint.pt``, or
     ``checkpoint``) on ``device``; raises ConfigError (one line) for a folder that is not a
-    run or a checkpoint that does not fit its config. :meth:`Run.adapt` is for RL families;
-    a supervised run's learner evaluates (``run.learner.evaluate(num_tasks, steps, seed)``)."""
+    run or a checkpoint that does not fit its config. ``overrides`` (``evaluation.key=value``)
+    change how it is evaluated, never the model. :meth:`Run.adapt` is for RL families; a
+    supervised run's learner evaluates (``run.learner.evaluate(num_tasks, steps, seed)``)."""
     from maml_rl.trainer import build_learner
 
     path = Path(run_dir)
     if not (path / "config.yaml").is_file():
         raise ConfigError(f"'{path}' is not a run directory (no config.yaml)")
-    config = load_config(path / "config.yaml")
+    for text in overrides:
+        if not text.startswith("evaluation."):
+            raise ConfigError(f"override '{text}': only evaluation.* keys can change for a "
+                              "trained run (the model and env are those it was trained with)")
+    config = load_config(path / "config.yaml", list(overrides))
     config.device = device
     if config.env.module:
         import_family_module(config.env.module, module_dirs(path))

@@ -28,7 +28,7 @@ from maml_rl.adaptation import forward
 from maml_rl.episodes import Episodes, ShotBatch
 from maml_rl.meta_updates.base import NonFiniteError
 from maml_rl.policies import distribution_from_tensors, distribution_tensors
-from maml_rl.seeding import EpisodeKey, key_generators
+from maml_rl.seeding import ACTION_NOISE, RESET_NOISE, EpisodeKey, key_generators
 
 
 class Sampler(Protocol):
@@ -76,7 +76,8 @@ class _VectorEnvSampler:
             return None
         if len(keys) != self.num_tasks:
             raise ValueError(f"{len(keys)} episode keys for {self.num_tasks} tasks")
-        return {"np_random": [g for g in key_generators(keys, 0) for _ in range(per_task)]}
+        generators = key_generators(keys, RESET_NOISE)
+        return {"np_random": [g for g in generators for _ in range(per_task)]}
 
     def close(self) -> None:
         self.env.close()
@@ -192,6 +193,8 @@ class EpisodeSampler(_VectorEnvSampler):
         self._first_sample = True
         space = self.env.single_action_space
         self.discrete = isinstance(space, gym.spaces.Discrete)
+        #: The ``info`` key that says a step solved the task (None: the family has none).
+        self.success_key = family_metadata(env_id).get("success_key")
         self._low = None if self.discrete else space.low
         self._high = None if self.discrete else space.high
         self.steps_sampled = 0
@@ -215,10 +218,11 @@ class EpisodeSampler(_VectorEnvSampler):
             return None
         shape = (self.horizon, self.episodes_per_task)
         if self.discrete:
-            draws = [g.random(shape, dtype=np.float32) for g in key_generators(keys, 1)]
+            draws = [g.random(shape, dtype=np.float32) for g in key_generators(keys, ACTION_NOISE)]
         else:
             shape = (*shape, *self._low.shape)
-            draws = [g.standard_normal(shape, dtype=np.float32) for g in key_generators(keys, 1)]
+            draws = [g.standard_normal(shape, dtype=np.float32)
+                     for g in key_generators(keys, ACTION_NOISE)]
         return torch.from_numpy(np.concatenate(draws, axis=1)).to(self.device)
 
     def _rollout(self, tasks: Sequence[Any], policy: torch.nn.Module, params, per_task: bool,
@@ -235,6 +239,7 @@ class EpisodeSampler(_VectorEnvSampler):
         rew_buf = np.zeros((horizon, b), dtype=np.float32)
         alive_buf = np.zeros((horizon, b), dtype=np.float32)
         done = np.zeros(b, dtype=bool)
+        solved = np.zeros(b, dtype=bool) if self.success_key else None
         if not per_task:
             # One set of parameters, still applied task by task (a batched matmul): a task's
             # actions are then the same bits whatever the number of tasks beside it, which one
@@ -256,7 +261,11 @@ class EpisodeSampler(_VectorEnvSampler):
                 if not self.discrete:
                     env_actions = np.clip(env_actions, self._low, self._high)
                 alive_buf[t] = ~done
-                obs, reward, terminated, truncated, _ = self.env.step(env_actions)
+                obs, reward, terminated, truncated, info = self.env.step(env_actions)
+                if solved is not None and self.success_key in info:
+                    # Vector infos carry "_key", the sub-envs that reported it this step.
+                    reported = info.get(f"_{self.success_key}", np.ones(b, dtype=bool))
+                    solved |= reported & ~done & (np.asarray(info[self.success_key]) > 0)
                 rew_buf[t] = reward
                 done |= terminated | truncated
                 if done.all():
@@ -280,6 +289,8 @@ class EpisodeSampler(_VectorEnvSampler):
             mask=mask,
             log_probs=shaped(torch.stack(logp_buf)),
             lengths=mask.sum(-1).long(),
+            successes=None if solved is None else torch.from_numpy(
+                solved.reshape(m, n).astype(np.float32)).to(self.device),
         )
 
     def _explain_invalid_policy_output(self, err: ValueError, observations: np.ndarray,

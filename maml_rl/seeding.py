@@ -73,6 +73,12 @@ def episode_keys(seed: int, stream: int, iteration: int, step: int,
     return [(*base, int(i)) for i in task_indices]
 
 
+#: :func:`key_generators` purposes: the envs' reset noise, the actions, an algorithm's own
+#: draws (Probabilistic MAML's parameter samples).
+RESET_NOISE, ACTION_NOISE, ALGORITHM_NOISE = 0, 1, 2
+
+
 def key_generators(keys: Sequence[EpisodeKey], purpose: int) -> list[np.random.Generator]:
-    """One generator per key for ``purpose`` (0: the envs' reset noise, 1: the actions)."""
+    """One generator per key for ``purpose`` (:data:`RESET_NOISE`, :data:`ACTION_NOISE`,
+    :data:`ALGORITHM_NOISE`)."""
     return [np.random.default_rng(np.random.SeedSequence((*key, purpose))) for key in keys]

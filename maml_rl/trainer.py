@@ -354,6 +354,7 @@ def _progress(enabled: bool, start: int, total: int):
 PROGRESS_FIELDS = {
     "return/pre_adaptation": "return before",
     "return/post_adaptation": "return after",
+    "success/post_adaptation": "success after",
     "loss/pre_adaptation": "loss before",
     "loss/post_adaptation": "loss after",
     "kl": "KL",

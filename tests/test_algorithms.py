@@ -430,7 +430,7 @@ def _error(overrides):
     ("overrides", "expected"),
     [
         (["algorithm=mamll"], "algorithm: expected one of maml, fomaml, reptile, metasgd, anil, "
-                              "imaml, got 'mamll'"),
+                              "imaml, platipus, got 'mamll'"),
         (["algorithm=reptile", "inner.first_order=true"],
          "inner.first_order: true has no meaning for algorithm 'reptile'"),
         (["algorithm=imaml", "inner.first_order=true"], "allowed with: maml, fomaml, metasgd"),
@@ -476,7 +476,7 @@ def _config(*overrides):
     return load_config("configs/sinusoid.yaml", [*TINY, *overrides])
 
 
-@pytest.mark.parametrize("name", ["metasgd", "reptile"])
+@pytest.mark.parametrize("name", ["metasgd", "reptile", "platipus"])
 def test_resume_n_plus_n_equals_2n_with_the_algorithm_state(tmp_path, monkeypatch, name):
     # Reptile's annealed step size depends on training.iterations: the run to compare with is
     # a 10-iteration run interrupted (Ctrl-C) after 5, then resumed.
@@ -528,6 +528,7 @@ SHORT_RUN = {
     "maml": [], "fomaml": [], "metasgd": [], "anil": [],
     "reptile": ["inner.steps=5", "inner.lr=0.02"],
     "imaml": ["inner.steps=5", "inner.lr=0.05", "imaml.lam=10", "imaml.backtracks=6"],
+    "platipus": [],
 }
 
 

@@ -104,7 +104,7 @@ def test_a_registered_meta_update_runs_on_an_rl_family(registered, tmp_path):
 
 def test_unregistered_names_are_refused_with_the_registered_ones():
     with pytest.raises(ConfigError, match=r"algorithm: expected one of maml, fomaml, reptile, "
-                                          r"metasgd, anil, imaml, got 'clipped_maml'$"):
+                                          r"metasgd, anil, imaml, platipus, got 'clipped_maml'$"):
         load_config(None, ["algorithm=clipped_maml"])
     with pytest.raises(ConfigError, match=r"meta\.optimizer: expected one of adam, sgd, trpo, ppo"):
         load_config(None, ["meta.optimizer=renamed_sgd"])

@@ -9,6 +9,7 @@ name          paper                                            module
 ``metasgd``   Li, Zhou, Chen & Li 2017                         :mod:`.metasgd`
 ``anil``      Raghu, Raghu, Bengio & Vinyals 2020              :mod:`.anil`
 ``imaml``     Rajeswaran, Finn, Kakade & Levine 2019           :mod:`.imaml`
+``platipus``  Finn, Xu & Levine 2018 (Probabilistic MAML)      :mod:`.platipus`
 ============  ===============================================  ================================
 
 All of them run on the supervised families; on RL families those whose meta-gradient is the
@@ -26,6 +27,7 @@ from maml_rl.algorithms.base import Algorithm
 from maml_rl.algorithms.imaml import IMAML
 from maml_rl.algorithms.maml import FOMAML, MAML
 from maml_rl.algorithms.metasgd import MetaSGD
+from maml_rl.algorithms.platipus import PLATIPUS
 from maml_rl.algorithms.reptile import Reptile
 from maml_rl.config import ALGORITHM_NAMES, Config
 
@@ -35,6 +37,7 @@ __all__ = [
     "FOMAML",
     "IMAML",
     "MAML",
+    "PLATIPUS",
     "Algorithm",
     "MetaSGD",
     "Reptile",
@@ -50,6 +53,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     "metasgd": MetaSGD,
     "anil": ANIL,
     "imaml": IMAML,
+    "platipus": PLATIPUS,
 }
 
 

@@ -37,6 +37,7 @@ from maml_rl.adaptation import (
     model_params,
 )
 from maml_rl.config import Config, ConfigError
+from maml_rl.seeding import EpisodeKey
 
 
 class Algorithm:
@@ -155,10 +156,12 @@ class Algorithm:
 
     # --- meta-gradient -------------------------------------------------------------------------
 
-    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
+    def meta_gradient(self, support: Batch, query: Batch,
+                      keys: Sequence[EpisodeKey] | None = None) -> tuple[list[Tensor], Tensor]:
         """The meta-gradient of one supervised meta-batch (tensors with a leading task
         dimension), one tensor per :meth:`parameters` entry, and the per-task post-adaptation
-        query losses: by default the gradient of their mean, Eq. (3), through :meth:`adapt`."""
+        query losses: by default the gradient of their mean, Eq. (3), through :meth:`adapt`.
+        ``keys``: the tasks' episode keys, which seed an algorithm's own random draws."""
         theta = model_params(self.model)
 
         def task_loss(task_support: Batch, task_query: Batch) -> Tensor:

@@ -19,6 +19,8 @@ damped Newton step ``(H + lam I)^-1 grad L``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +32,7 @@ from maml_rl.linalg import (
     flat_product,
     hessian_vector_product,
 )
+from maml_rl.seeding import EpisodeKey
 
 
 def _descend(
@@ -196,7 +199,8 @@ class IMAML(Algorithm):
         return proximal_step(self.model, self.loss_fn, theta, phi, batch, step_size, o.lam,
                              functional, o.backtracks)
 
-    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
+    def meta_gradient(self, support: Batch, query: Batch,
+                      keys: Sequence[EpisodeKey] | None = None) -> tuple[list[Tensor], Tensor]:
         theta = detached(model_params(self.model))
         with torch.no_grad():  # the inner gradient still runs: it enables grad itself
             adapted = map_tasks(lambda s: self.adapt(theta, s, self.functional), support,

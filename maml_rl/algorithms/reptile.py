@@ -10,6 +10,7 @@ the Adam variant the paper also describes. ``reptile.anneal`` decays epsilon lin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from maml_rl.adaptation import Batch, LossFn, Params, inner_step, map_tasks, mod
 from maml_rl.algorithms.base import Algorithm, detached
 from maml_rl.config import Config
 from maml_rl.meta_updates.base import scheduled_lr
+from maml_rl.seeding import EpisodeKey
 
 
 class Reptile(Algorithm):
@@ -39,7 +41,8 @@ class Reptile(Algorithm):
         return inner_step(self.model, phi, self.loss_fn, batch, step_size, first_order=True,
                           functional=functional)
 
-    def meta_gradient(self, support: Batch, query: Batch) -> tuple[list[Tensor], Tensor]:
+    def meta_gradient(self, support: Batch, query: Batch,
+                      keys: Sequence[EpisodeKey] | None = None) -> tuple[list[Tensor], Tensor]:
         """``theta - mean_i theta_i`` and the query losses of the ``theta_i``."""
         theta = detached(model_params(self.model))
 

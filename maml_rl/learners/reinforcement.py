@@ -150,12 +150,14 @@ class RLMetaLearner:
         tasks = [tasks[i] for i in self.task_ids]
         seed = self.config.seed
         returns: dict[int, torch.Tensor] = {}
+        successes: dict[int, torch.Tensor | None] = {}
         self._adapt_seconds = 0.0
         start = time.perf_counter()
         steps_before = self.support_sampler.steps_sampled + self.query_sampler.steps_sampled
         supports, adapted = self.inner_loop(
             self.support_sampler, tasks, self.config.inner_step_sizes(),
-            lambda k, episodes: returns.setdefault(k, episodes.task_returns()),
+            lambda k, episodes: (returns.setdefault(k, episodes.task_returns()),
+                                 successes.setdefault(k, episodes.task_success())),
             keys=lambda k: episode_keys(seed, SUPPORT_STREAM, iteration, k, self.task_ids),
         )
         query_episodes = self.query_sampler.sample(
@@ -173,6 +175,11 @@ class RLMetaLearner:
         before, after = self.group.task_mean([returns[0], query_episodes.task_returns()], total)
         metrics.update({"return/pre_adaptation": before.item(),
                         "return/post_adaptation": after.item()})
+        if successes.get(0) is not None:  # the family reports success (Meta-World)
+            before, after = self.group.task_mean(
+                [successes[0], query_episodes.task_success()], total)
+            metrics.update({"success/pre_adaptation": before.item(),
+                            "success/post_adaptation": after.item()})
         metrics.update({
             "time/sampling_s": sampling,
             "time/adaptation_s": self._adapt_seconds,

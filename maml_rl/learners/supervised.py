@@ -8,6 +8,7 @@ inner step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from maml_rl.meta_updates.base import check_finite
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
-from maml_rl.seeding import SUPPORT_STREAM, episode_keys
+from maml_rl.seeding import SUPPORT_STREAM, EpisodeKey, episode_keys
 from maml_rl.validation import validate
 
 
@@ -36,14 +37,15 @@ class SupervisedMetaBatch:
     of ``num_tasks``, its mean over tasks reduced over the processes."""
 
     def __init__(self, algorithm: Algorithm, support: Batch, query: Batch,
-                 group: ProcessGroup = SINGLE_PROCESS, num_tasks: int | None = None) -> None:
-        self.algorithm, self.support, self.query = algorithm, support, query
+                 group: ProcessGroup = SINGLE_PROCESS, num_tasks: int | None = None,
+                 keys: Sequence[EpisodeKey] | None = None) -> None:
+        self.algorithm, self.support, self.query, self.keys = algorithm, support, query, keys
         self.meta_parameters = algorithm.meta_parameters()
         self.group, self.local = group, int(query[0].shape[0])
         self.num_tasks = self.local if num_tasks is None else num_tasks
 
     def meta_gradient(self) -> tuple[list[Tensor], dict[str, float]]:
-        grads, losses = self.algorithm.meta_gradient(self.support, self.query)
+        grads, losses = self.algorithm.meta_gradient(self.support, self.query, self.keys)
         if self.group.distributed:  # the algorithm's gradients are means over local tasks
             sums = self.group.sum([g.double() * self.local for g in grads])
             grads = [(s / self.num_tasks).to(g.dtype) for s, g in zip(sums, grads, strict=True)]
@@ -110,7 +112,7 @@ class SupervisedMetaLearner:
             before = vmap(lambda q: self.loss_fn(self.model, params, q))(query)
         (before,) = self.group.task_mean([before], total)
         metrics = self.meta_update.step(
-            SupervisedMetaBatch(self.algorithm, support, query, self.group, total))
+            SupervisedMetaBatch(self.algorithm, support, query, self.group, total, keys))
         return {"loss/pre_adaptation": before.item(), **metrics}
 
     def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
@@ -139,8 +141,14 @@ class SupervisedMetaLearner:
                 step_fn=step_fn, first_task=first,
             ).per_task
 
+        # A sampling algorithm's draws (PLATIPUS') come from torch's generator: seeded here
+        # for a reproducible curve, without disturbing the training's generator.
+        where = torch.device(self.device)
+        with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
+            torch.manual_seed(seed)
+            per_task = self.group.map_tasks(tasks, shard)
         return AdaptationCurve(method or self.config.algorithm, metric, list(range(steps + 1)),
-                               self.group.map_tasks(tasks, shard), list(tasks))
+                               per_task, list(tasks))
 
     def state_dict(self) -> dict[str, Any]:
         """The same on every process, with no sampler state (shots are seeded per iteration

@@ -1,0 +1,105 @@
+"""Meta-World ML1 families (the optional metaworld extra): the family contract, check_env,
+batched == single, the benchmark's train/test split, success in the metrics and the evaluation.
+Without the extra, only the one-line error is tested (``make test-metaworld`` runs the rest in
+its own environment)."""
+
+import importlib.util
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+HAS_METAWORLD = importlib.util.find_spec("metaworld") is not None
+needs_metaworld = pytest.mark.skipif(
+    not HAS_METAWORLD, reason="metaworld extra not installed (make test-metaworld runs these)")
+
+
+@pytest.mark.skipif(HAS_METAWORLD, reason="the metaworld extra is installed")
+def test_without_the_extra_the_command_line_says_how_to_install_it(tmp_path, capsys):
+    from maml_rl.cli import train_main
+
+    assert train_main(["configs/ml1_reach.yaml", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install -e '.[metaworld]'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@needs_metaworld
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("env_id", ["maml/ML1-reach-v0", "maml/ML1-push-v0",
+                                    "maml/ML1-pick-place-v0"])
+def test_check_env_over_several_tasks(env_id):
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make(env_id)
+    for task in env.unwrapped.sample_tasks(2, np.random.default_rng(0)):
+        env.unwrapped.set_task(task)
+        check_env(env.unwrapped, skip_render_check=True)
+
+
+@needs_metaworld
+def test_train_and_test_tasks_are_the_benchmarks_and_any_environment_can_be_named():
+    import metaworld
+
+    from envs.metaworld_ml1 import MetaWorldML1Env
+
+    train, test = MetaWorldML1Env(split="train"), MetaWorldML1Env(split="test")
+    drawn = train.sample_tasks(50, np.random.default_rng(0))
+    assert len(set(drawn)) == 50  # every training task once, no test task among them
+    assert not set(drawn) & set(test.sample_tasks(50, np.random.default_rng(0)))
+    import pickle
+
+    benchmark = metaworld.ML1("reach-v3", seed=0)
+    expected = {tuple(pickle.loads(t.data)["rand_vec"]) for t in benchmark.test_tasks}
+    assert {t.rand_vec for t in test.sample_tasks(50, np.random.default_rng(1))} == expected
+    other = gym.make("maml/ML1-v0", env_name="window-open-v3")
+    assert other.unwrapped.env_name == "window-open-v3"
+    with pytest.raises(ValueError, match="not a Meta-World v3 environment"):
+        gym.make("maml/ML1-v0", env_name="reach-v9")
+    with pytest.raises(ValueError, match="split: expected 'train' or 'test'"):
+        MetaWorldML1Env(split="val")
+
+
+@needs_metaworld
+def test_batched_env_matches_single_env():
+    from envs.generic import make_task_vector_env
+
+    tasks = gym.make("maml/ML1-push-v0").unwrapped.sample_tasks(3, np.random.default_rng(2))
+    vec = make_task_vector_env("maml/ML1-push-v0", 3, max_episode_steps=20)
+    vec.set_tasks(tasks)
+    obs, _ = vec.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(20, 3, 4)).astype(np.float32)
+    batched = [obs]
+    for t in range(20):
+        obs, *_ = vec.step(actions[t])
+        batched.append(obs)
+    for i, task in enumerate(tasks):
+        single = gym.make("maml/ML1-push-v0", max_episode_steps=20)
+        single.unwrapped.set_task(task)
+        o, _ = single.reset(seed=i)
+        np.testing.assert_allclose(batched[0][i], o, rtol=1e-6)
+        for t in range(20):
+            o, *_ = single.step(actions[t, i])
+            np.testing.assert_allclose(batched[t + 1][i], o, rtol=1e-6, atol=1e-7)
+
+
+@needs_metaworld
+def test_training_logs_and_evaluation_reports_the_success_rate(tmp_path):
+    from maml_rl.config import load_config
+    from maml_rl.evaluation import read_results
+    from maml_rl.logger import read_metrics
+    from maml_rl.trainer import Trainer
+
+    config = load_config("configs/ml1_reach.yaml", [
+        "training.iterations=1", "sampling.meta_batch_size=2", "sampling.support_size=2",
+        "sampling.query_size=2", "sampling.horizon=30", "evaluation.num_tasks=3",
+        "evaluation.support_size=2", "evaluation.steps=1", "logging.progress=false",
+        "logging.tensorboard=false", "device=cpu", "threads=1"])
+    Trainer(config, tmp_path).train()
+    (row,) = read_metrics(tmp_path)
+    for key in ("success/pre_adaptation", "success/post_adaptation"):
+        assert 0.0 <= row[key] <= 1.0
+    (curve,) = read_results(tmp_path / "eval" / "results.json")
+    assert curve.success.shape == (3, 2) and ((curve.success >= 0) & (curve.success <= 1)).all()
+    assert "success" in (tmp_path / "eval" / "results.csv").read_text().splitlines()[0]
