@@ -110,8 +110,12 @@ class MetaWorldML1Env(gym.Env):
         self._env = self._cls(render_mode=render_mode)
         self.render_mode = render_mode
         inner = self._env.observation_space
-        self.observation_space = spaces.Box(inner.low.astype(np.float32),
-                                            inner.high.astype(np.float32), dtype=np.float32)
+        low, high = inner.low.astype(np.float32), inner.high.astype(np.float32)
+        # The hidden goal's entries are always 0, bounded [0, 0] by Meta-World, which
+        # gymnasium's checker flags as a degenerate box: unbounded here instead.
+        degenerate = low == high
+        low[degenerate], high[degenerate] = -np.inf, np.inf
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(self._env.action_space.low, self._env.action_space.high,
                                        dtype=np.float32)
         self.metadata = {**self.metadata, "render_fps": self._env.metadata.get("render_fps", 80)}

@@ -88,7 +88,8 @@ BAD_OBS = _register("CheckerBadObs", bad_obs=True)
 BAD_BATCH = _register("CheckerBadBatch", vector_entry_point=ShiftedSeedVectorEnv)
 
 
-@pytest.mark.parametrize("env_id", [GOOD, "maml/Navigation2D-v0", "maml/AntDir-v0"])
+@pytest.mark.parametrize("env_id", [GOOD, "maml/Navigation2D-v0", "maml/AntDir-v0",
+                                    "maml/SineLine-v0"])
 def test_good_families_pass(env_id):
     check_task_family(env_id, n_tasks=3, seed=0, steps=20)
 
