@@ -36,7 +36,7 @@ $(MW_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-metaworld: $(MW_VENV)/.installed
-	$(MW_PY) -m pytest -q tests/test_metaworld.py
+	$(MW_PY) -m pytest -q tests/test_metaworld.py tests/test_pretrained.py -k "metaworld or ml1"
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -147,6 +147,10 @@ def render_block(name: str, folder: str | None = None) -> str:
         label = (f"reference: {c.method.removesuffix(' (reference)')}"
                  if c.method.endswith(" (reference)") else f"ours: {c.method}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if c.success_mean is not None:  # a family that reports success (Meta-World)
+            success = dict(zip(c.steps, c.success_mean, strict=True))
+            lines.append(f"| {label}, success rate | " + " | ".join(
+                f"{success[k]:.3f}" if k in success else "" for k in steps) + " |")
         if c.lower_is_better and not c.flat:
             # A mean over many tasks hides a few diverging ones until they overflow (issue 16):
             # the median and the count of diverging tasks say whether every task improves.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.metaworld_ml1 import MissingExtraError
 from maml_rl.config import ConfigError, load_config
 from maml_rl.runs import load_run
 from maml_rl.trainer import Trainer
@@ -29,7 +30,10 @@ def _check_adapts(run, tasks) -> None:
 
 @pytest.mark.parametrize("run_dir", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_checkpoint_loads_and_adapts_one_step_on_two_tasks(run_dir):
-    run = load_run(run_dir)
+    try:
+        run = load_run(run_dir)
+    except MissingExtraError as err:  # Meta-World runs, where the extra is not installed
+        pytest.skip(f"{run_dir.name}: {err}")
     # A run still in progress (continued with --resume across sessions) ships without eval/.
     finished = run.iteration == load_config(run_dir / "config.yaml").training.iterations
     try:
