@@ -257,6 +257,11 @@ class EvaluationConfig:
     prediction depends on the batch it is in: ``sampling.query_size`` evaluates as meta-training
     predicted (the paper code's test protocol, K query examples per class) while
     ``query_size`` can stay large for tight per-task estimates."""
+    task_chunk: int = field(default=0, metadata=_range(ge=0))
+    """RL families: held-out tasks adapted together (their episodes' envs exist at once); 0:
+    all of a process's tasks. The numbers do not depend on it (episodes are seeded per task).
+    Lower it when the envs are large: 50 Meta-World tasks x 10 episodes hold 500 envs, about
+    11 GB."""
     seed: int = 1234
     """Seed of the held-out tasks, fixed so that runs are compared on the same tasks."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -271,7 +271,7 @@ env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = N
         tasks = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))
     tasks = list(tasks)
 
-    def shard(local: list[Any], first: int) -> np.ndarray:
+    def chunk(local: list[Any], first: int) -> np.ndarray:
         per_step: list[torch.Tensor] = []
 
         def record(k: int, eps: Any) -> None:
@@ -284,6 +284,13 @@ env_wrapper: Callable[[Any], Any] | None = None, tasks: Sequence[Any] | None = N
         values = torch.stack(per_step, dim=1).double().numpy()
         return values if values.ndim == 2 else np.concatenate([values[..., 0], values[..., 1]],
                                                               axis=1)
+
+    def shard(local: list[Any], first: int) -> np.ndarray:
+        # evaluation.task_chunk tasks at a time: the same numbers (seeded per task index),
+        # fewer envs alive at once.
+        size = learner.config.evaluation.task_chunk or len(local)
+        return np.concatenate([chunk(local[i:i + size], first + i)
+                               for i in range(0, len(local), size)])
 
     # Under torchrun every process evaluates its share of the tasks.
     per_task = learner.group.map_tasks(tasks, shard)

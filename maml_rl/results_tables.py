@@ -75,7 +75,8 @@ PAPER: dict[str, dict[str, dict[int, float]]] = {
 }
 
 #: Keys that never change a result, left out of the reproducing command.
-_NEUTRAL = ("logging.progress", "logging.tensorboard", "logging.run_root")
+_NEUTRAL = ("logging.progress", "logging.tensorboard", "logging.run_root",
+            "evaluation.task_chunk")
 
 
 _METRIC_NAMES = {"mse": "MSE", "return": "Return", "accuracy": "Accuracy"}

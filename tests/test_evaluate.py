@@ -69,6 +69,11 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     assert "return on 4 held-out tasks" in out and "trajectories.png" in out
     assert evaluate_main(args) == 0
     assert _results(nav_run, "4tasks-seed5")["maml"]["per_task"] == maml["per_task"]
+    # Three tasks at a time (fewer envs alive at once): the same numbers, task by task.
+    chunked = nav_run / "eval" / "chunked"
+    assert evaluate_main([*args, "evaluation.task_chunk=3", "--out", str(chunked)]) == 0
+    result = json.loads((chunked / "results.json").read_text())["maml"]["per_task"]
+    np.testing.assert_allclose(result, maml["per_task"], rtol=1e-6)
     assert evaluate_main([*args[:-1], "6"]) == 0
     assert _results(nav_run, "4tasks-seed6")["maml"]["per_task"] != maml["per_task"]
     assert _results(nav_run, "4tasks-seed5")["maml"]["per_task"] == maml["per_task"]
