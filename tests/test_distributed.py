@@ -81,7 +81,7 @@ CASES = {
     "nav_metasgd": [*NAV, "algorithm=metasgd", "inner.lr=0.5", "meta.curvature=hessian",
                     "evaluation.at_end=false"],
     **{f"sinusoid_{name}": [*SINE, f"algorithm={name}", "evaluation.at_end=false"]
-       for name in ("reptile", "imaml", "metasgd")},
+       for name in ("reptile", "imaml", "metasgd", "platipus")},
 }
 
 

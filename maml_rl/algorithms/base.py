@@ -174,6 +174,11 @@ class Algorithm:
                                                                         strict=True)],
                 losses.detach())
 
+    def task_metrics(self) -> dict[str, Tensor]:
+        """Per-task values of the last :meth:`meta_gradient` to log as their mean over the
+        meta-batch (``[local tasks]`` each; reduced over the processes by the learner)."""
+        return {}
+
     def outer_lr(self) -> float | None:
         """The meta learning rate this algorithm asks for the next update (None: the
         meta-update's own, ``meta.lr`` under its schedule)."""

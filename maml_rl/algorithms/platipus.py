@@ -166,14 +166,17 @@ class PLATIPUS(MAML):
         params = self.meta_parameters()
         grads = torch.autograd.grad((losses + self.kl_weight * kls).mean(), params,
                                     allow_unused=True)
-        self._kl = float(kls.detach().mean())
+        self._kls = kls.detach()
         return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
                                                                         strict=True)],
                 losses.detach())
 
+    def task_metrics(self) -> dict[str, Tensor]:
+        """The KL term of each task of the last meta-batch (logged as ``platipus/kl``)."""
+        kls = getattr(self, "_kls", None)
+        return {} if kls is None else {"platipus/kl": kls}
+
     def after_meta_step(self) -> dict[str, float]:
-        """The mean KL term of the last meta-batch (this process's tasks) and the mean prior
-        std, to watch the prior widen or collapse."""
+        """The mean prior std, to watch the prior widen or collapse."""
         sigma = torch.cat([v.detach().exp().reshape(-1) for v in self.log_sigma.values()])
-        return {"platipus/kl": getattr(self, "_kl", float("nan")),
-                "platipus/prior_std": float(sigma.mean())}
+        return {"platipus/prior_std": float(sigma.mean())}

@@ -49,9 +49,11 @@ class SupervisedMetaBatch:
         if self.group.distributed:  # the algorithm's gradients are means over local tasks
             sums = self.group.sum([g.double() * self.local for g in grads])
             grads = [(s / self.num_tasks).to(g.dtype) for s, g in zip(sums, grads, strict=True)]
-        (loss,) = self.group.task_mean([losses], self.num_tasks)
+        extra = self.algorithm.task_metrics()  # per-task values of its own (PLATIPUS' KL)
+        loss, *values = self.group.task_mean([losses, *extra.values()], self.num_tasks)
         check_finite("meta-loss", loss)
-        return grads, {"loss/post_adaptation": loss.item()}
+        return grads, {"loss/post_adaptation": loss.item(),
+                       **{k: v.item() for k, v in zip(extra, values, strict=True)}}
 
     def outer_lr(self) -> float | None:
         return self.algorithm.outer_lr()
