@@ -377,7 +377,6 @@ def default_evaluation_dir(ns: argparse.Namespace) -> Path:
 def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                     tasks: list[Any] | None, iteration: int | None) -> int:
     import numpy as np
-    import torch
 
     from maml_rl.evaluation import (
         check_mergeable,
@@ -439,7 +438,6 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                                                     out / "grid.png", title))
         if plots_fits(learner.eval_family):
             shown = learner.eval_family.sample_tasks(num_tasks, np.random.default_rng(seed))[:4]
-            torch.manual_seed(seed)  # a sampling algorithm's (PLATIPUS') draws
             written.append(plot_fits(learner, shown, steps, seed, out / "fits.png", title,
                                      baseline=pretrained))
     if ns.video:
@@ -490,7 +488,6 @@ def _draw_fits(ns: argparse.Namespace) -> Path:
     if ns.tasks < 1:
         raise ConfigError(f"--tasks: must be >= 1, got {ns.tasks}")
     import numpy as np
-    import torch
 
     from maml_rl.evaluation import plot_fits, plots_fits
     from maml_rl.runs import load_run
@@ -513,7 +510,6 @@ def _draw_fits(ns: argparse.Namespace) -> Path:
     ev = first.config.evaluation
     seed = ev.seed if ns.seed is None else ns.seed
     tasks = first.learner.eval_family.sample_tasks(ns.tasks, np.random.default_rng(seed))
-    torch.manual_seed(seed)  # a sampling algorithm's (PLATIPUS') draws
     title = (f"{first.config.env.id}: {', '.join(run.path.resolve().name for run in runs)}, "
              f"{ev.support_size or first.config.sampling.support_size} shots"
              + (f" ({', '.join(overrides)})" if overrides else ""))

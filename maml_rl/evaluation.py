@@ -33,7 +33,7 @@ from maml_rl.adaptation import (
 )
 from maml_rl.plots import save_figure
 from maml_rl.sampling import SupervisedSampler, split_shots
-from maml_rl.seeding import EVALUATION_STREAM, episode_keys
+from maml_rl.seeding import EVALUATION_STREAM, episode_keys, seeded_torch
 
 if TYPE_CHECKING:
     from maml_rl.learners.reinforcement import RLMetaLearner
@@ -75,10 +75,7 @@ class AdaptationCurve:
     @property
     def ci95(self) -> list[float]:
         """Half-width of the normal-approximation 95% confidence interval of the mean."""
-        n = self.per_task.shape[0]
-        if n < 2:
-            return [float("nan")] * len(self.steps)
-        return (1.96 * self.per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
+        return _ci95(self.per_task)
 
     @property
     def lower_is_better(self) -> bool:
@@ -136,6 +133,15 @@ class AdaptationCurve:
                    np.asarray(data["per_task"], dtype=np.float64), list(data.get("tasks", [])),
                    bool(data.get("flat", False)),
                    None if success is None else np.asarray(success, dtype=np.float64))
+
+
+def _ci95(per_task: np.ndarray) -> list[float]:
+    """Per column of ``[tasks, steps]`` values: the half-width of the normal-approximation 95%
+    confidence interval of the mean over tasks (NaN for fewer than two tasks)."""
+    n = per_task.shape[0]
+    if n < 2:
+        return [float("nan")] * per_task.shape[1]
+    return (1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
 
 
 def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
@@ -458,8 +464,7 @@ def plot_curves(curves: Sequence[AdaptationCurve], path: str | Path, title: str 
         for i, c in enumerate(curves):
             if c.success is None:
                 continue
-            mean = np.asarray(c.success_mean)
-            half = 1.96 * c.success.std(axis=0, ddof=1) / math.sqrt(max(len(c.success), 2))
+            mean, half = np.asarray(c.success_mean), np.asarray(_ci95(c.success))
             ax_s.plot(c.steps, mean, marker="o", color=f"C{i % 10}", label=c.method)
             ax_s.fill_between(c.steps, mean - half, mean + half, color=f"C{i % 10}", alpha=0.2)
         ax_s.set_ylim(-0.05, 1.05)
@@ -531,7 +536,7 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
                           dtype=support.inputs.dtype, device=support.inputs.device)[:, None]
     env = family.unwrapped
     cols = min(len(tasks), 4)
-    # (label, model, inner step, step sizes, draws): one row each.
+    # (label, model, inner step, step sizes, sampled models, trained steps): one row each.
     rows = []
     for label, run in [(config.algorithm, learner), *others]:
         sizes = run.config.inner_step_sizes(steps, run.config.evaluation.lr)
@@ -548,9 +553,11 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.6 * cols, 3.0 * len(rows)),
                              squeeze=False, sharey="col")
     functional = learner.eval_batching == "vmap"
-    for r, (method, net, step, sizes, draws, trained_steps) in enumerate(rows):
+
+    def draw_row(axs: Any, method: str, net: nn.Module, step: StepFn, sizes: list[float],
+                 draws: int, trained_steps: int) -> None:
         theta = {k: v.detach() for k, v in model_params(net).items()}
-        for ax, i, task in zip(axes[r], range(cols), tasks, strict=False):
+        for ax, i, task in zip(axs, range(cols), tasks, strict=False):
             shots = task_slice(support, i)
             if callable(getattr(env, "target", None)):
                 env.set_task(task)
@@ -583,7 +590,11 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
                             max(high, float(shots.targets.max())) + pad)
             ax.set_title(f"{method}: {_task_text(task)}", fontsize="small")
             ax.grid(alpha=0.3)
-        axes[r, 0].legend(fontsize="x-small", loc="best")
+        axs[0].legend(fontsize="x-small", loc="best")
+
+    with seeded_torch(seed, learner.device):  # a sampling algorithm's draws (PLATIPUS')
+        for r, row in enumerate(rows):
+            draw_row(axes[r], *row)
     return save_figure(fig, path, title)
 
 

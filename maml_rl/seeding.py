@@ -6,8 +6,9 @@ is split over processes, and a checkpoint needs no sampler state."""
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,3 +83,14 @@ def key_generators(keys: Sequence[EpisodeKey], purpose: int) -> list[np.random.G
     """One generator per key for ``purpose`` (:data:`RESET_NOISE`, :data:`ACTION_NOISE`,
     :data:`ALGORITHM_NOISE`)."""
     return [np.random.default_rng(np.random.SeedSequence((*key, purpose))) for key in keys]
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device: str | torch.device = "cpu") -> Iterator[None]:
+    """torch's generator (and ``device``'s, on CUDA) seeded with ``seed`` inside the block and
+    restored after it: reproducible draws (Probabilistic MAML's adapted models in an evaluation
+    or a figure) that leave a training's random state as it was."""
+    where = torch.device(device)
+    with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

@@ -168,11 +168,15 @@ class Algorithm:
             return self.loss_fn(self.model, self.adapt(theta, task_support), task_query)
 
         losses = map_tasks(task_loss, support, query, batching=self.batching)
+        return self.gradient(losses.mean()), losses.detach()
+
+    def gradient(self, objective: Tensor) -> list[Tensor]:
+        """``objective``'s gradient in every :meth:`meta_parameters` tensor (zeros for one it
+        does not depend on)."""
         params = self.meta_parameters()
-        grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
-        return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
-                                                                        strict=True)],
-                losses.detach())
+        grads = torch.autograd.grad(objective, params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
+                                                                       strict=True)]
 
     def task_metrics(self) -> dict[str, Tensor]:
         """Per-task values of the last :meth:`meta_gradient` to log as their mean over the

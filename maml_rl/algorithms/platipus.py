@@ -163,13 +163,8 @@ class PLATIPUS(MAML):
                       keys: Sequence[EpisodeKey] | None = None) -> tuple[list[Tensor], Tensor]:
         """The gradient of the mean of Eq. (4)'s negative lower bound over the meta-batch."""
         losses, kls = self.variational_terms(support, query, keys)
-        params = self.meta_parameters()
-        grads = torch.autograd.grad((losses + self.kl_weight * kls).mean(), params,
-                                    allow_unused=True)
         self._kls = kls.detach()
-        return ([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads,
-                                                                        strict=True)],
-                losses.detach())
+        return self.gradient((losses + self.kl_weight * kls).mean()), losses.detach()
 
     def task_metrics(self) -> dict[str, Tensor]:
         """The KL term of each task of the last meta-batch (logged as ``platipus/kl``)."""

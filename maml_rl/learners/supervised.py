@@ -27,7 +27,7 @@ from maml_rl.meta_updates.base import check_finite
 from maml_rl.objectives import SUPERVISED_LOSSES, accuracy
 from maml_rl.policies import build_model
 from maml_rl.sampling import SupervisedSampler, split_shots
-from maml_rl.seeding import SUPPORT_STREAM, EpisodeKey, episode_keys
+from maml_rl.seeding import SUPPORT_STREAM, EpisodeKey, episode_keys, seeded_torch
 from maml_rl.validation import validate
 
 
@@ -143,11 +143,7 @@ class SupervisedMetaLearner:
                 step_fn=step_fn, first_task=first,
             ).per_task
 
-        # A sampling algorithm's draws (PLATIPUS') come from torch's generator: seeded here
-        # for a reproducible curve, without disturbing the training's generator.
-        where = torch.device(self.device)
-        with torch.random.fork_rng(devices=[where.index or 0] if where.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with seeded_torch(seed, self.device):  # a sampling algorithm's draws (PLATIPUS')
             per_task = self.group.map_tasks(tasks, shard)
         return AdaptationCurve(method or self.config.algorithm, metric, list(range(steps + 1)),
                                per_task, list(tasks))
