@@ -10,6 +10,7 @@ more than 1% of the tasks diverging after the last step.
 
     python experiments/sinusoid_stability.py --run-dir runs/sinusoid-check     # train, check
     python experiments/sinusoid_stability.py --run pretrained/sinusoid         # check a run
+    python experiments/sinusoid_stability.py --run pretrained/sinusoid --max-backtracks 6
 
 Training the full 70,000 iterations takes about 8 min on one free core (1 torch thread).
 A mean of 1000 tasks hides a few diverging ones until their loss overflows, so the script also
@@ -72,9 +73,10 @@ def train(run_dir: Path, overrides: Sequence[str]) -> SupervisedMetaLearner:
     return trainer.learner
 
 
-def load(run_dir: Path) -> SupervisedMetaLearner:
-    """A trained run's learner, restored from its checkpoint (nothing in the run is written)."""
-    config = load_config(run_dir / "config.yaml", QUIET)
+def load(run_dir: Path, overrides: Sequence[str] = ()) -> SupervisedMetaLearner:
+    """A trained run's learner, restored from its checkpoint (nothing in the run is written);
+    ``overrides``: its evaluation settings to change."""
+    config = load_config(run_dir / "config.yaml", [*QUIET, *overrides])
     torch.set_num_threads(1)
     learner = build_learner(config, load_family(config.env.id, config.env.kwargs), "cpu")
     restore(learner, run_dir / "checkpoint.pt", config)
@@ -100,9 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     where.add_argument("--run", type=Path, help="check this trained run instead of training")
     parser.add_argument("overrides", nargs="*", help="config overrides for training, e.g. "
                         "training.iterations=10000")
+    parser.add_argument("--max-backtracks", type=int, default=0, metavar="N",
+                        help="adapt with evaluation.max_backtracks=N: halve a step up to N "
+                             "times when it would raise the support loss (default 0: plain "
+                             "steps, the paper's protocol)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    learner = load(args.run) if args.run else train(args.run_dir, args.overrides)
+    safeguard = [f"evaluation.max_backtracks={args.max_backtracks}"]
+    learner = (load(args.run, safeguard) if args.run
+               else train(args.run_dir, [*args.overrides, *safeguard]))
     problems = check(learner)
     learner.close()
     for problem in problems:

@@ -131,6 +131,46 @@ def adapt(
     return params
 
 
+def gradient_step(model: nn.Module, loss_fn: LossFn) -> StepFn:
+    """Eq. (1) with a single step size on every parameter of ``model``, as a :data:`StepFn`
+    (how a model without an algorithm of its own adapts: the pretrained baseline)."""
+
+    def step(theta: Params, phi: Params, batch: Batch, alpha: float, functional: bool) -> Params:
+        return inner_step(model, phi, loss_fn, batch, alpha, functional=functional)
+
+    return step
+
+
+def backtracking(step_fn: StepFn, model: nn.Module, loss_fn: LossFn,
+                 max_backtracks: int) -> StepFn:
+    """``step_fn`` with a backtracking safeguard on the support loss, for evaluation.
+
+    Each step first goes from ``phi`` to ``step_fn``'s ``phi'`` (Eq. 1 with the configured
+    alpha); when that raises the task's support loss ``L(phi)`` or makes it non-finite, the step
+    ``phi' - phi`` is halved, up to ``max_backtracks`` times, and the first length that does not
+    raise it is taken (none: ``phi`` stays). Plain gradient descent diverges on a task whose
+    support loss has curvature above ``2 / alpha`` (docs/results/sinusoid.md); this keeps every
+    task's support loss from rising while leaving each step that already lowers it exactly as
+    it was. It uses only the support data, so the held-out measure stays honest. Every candidate
+    is evaluated and chosen by ``torch.where``, so it runs under ``vmap``; values only (no
+    meta-gradient flows through the choice)."""
+
+    def step(theta: Params, phi: Params, batch: Batch, alpha: float, functional: bool) -> Params:
+        full = step_fn(theta, phi, batch, alpha, functional)
+        before = loss_fn(model, phi, batch)
+        chosen = phi
+        # From the shortest candidate to the full step, so the longest acceptable one wins.
+        for halvings in range(max_backtracks, -1, -1):
+            fraction = 0.5**halvings
+            candidate = {k: phi[k] + fraction * (full[k] - phi[k]) for k in phi}
+            loss = loss_fn(model, candidate, batch)
+            keep = torch.isfinite(loss) & (loss <= before)
+            chosen = {k: torch.where(keep, candidate[k], chosen[k]) for k in phi}
+        return chosen
+
+    return step
+
+
 def is_per_step(batches: Any) -> bool:
     """Whether ``batches`` is a sequence of one batch per inner step (a list or plain tuple),
     rather than one batch (a mapping, or a NamedTuple such as a ``PolicyBatch``)."""

@@ -250,6 +250,11 @@ class EvaluationConfig:
     """Episodes (shots) per task per step; 0 uses ``sampling.support_size``."""
     query_size: int = field(default=0, metadata=_range(ge=0))
     """Query episodes (examples) per task; 0 uses ``sampling.query_size``."""
+    max_backtracks: int = field(default=0, metadata=_range(ge=0, le=30))
+    """Supervised families: halve an evaluation step up to this many times when the full step
+    would raise the task's support loss (0: plain steps, the papers' protocol). Keeps repeated
+    steps of a fixed alpha from diverging on tasks whose support loss is too curved for it
+    (:func:`maml_rl.adaptation.backtracking`)."""
     query_batch: int = field(default=0, metadata=_range(ge=0))
     """Supervised families: query examples predicted together, in consecutive class-balanced
     batches of this size whose accuracies are averaged; 0 predicts the whole query set at once.

@@ -27,7 +27,7 @@ from maml_rl.adaptation import (
     Params,
     StepFn,
     forward,
-    inner_step,
+    gradient_step,
     model_params,
     task_slice,
 )
@@ -192,9 +192,7 @@ def evaluate_supervised(
     held-out set, whatever the chunks or processes the set is split into."""
     metric_fn = batched_metric(metric_fn or loss_fn, query_batch)
     params = {k: v.detach() for k, v in params.items()}
-    if step_fn is None:
-        def step_fn(theta, phi, batch, alpha, functional):
-            return inner_step(model, phi, loss_fn, batch, alpha, functional=functional)
+    step_fn = step_fn or gradient_step(model, loss_fn)
 
     def curve(support, query) -> torch.Tensor:
         values, adapted = [metric_fn(model, params, query)], params
@@ -540,15 +538,11 @@ def plot_fits(learner: Any, tasks: Sequence[Any], steps: int, seed: int, path: s
     rows = []
     for label, run in [(config.algorithm, learner), *others]:
         sizes = run.config.inner_step_sizes(steps, run.config.evaluation.lr)
-        stochastic = getattr(run.algorithm, "stochastic", False)
-        rows.append((label, run.model, run.algorithm.inner_step, sizes,
+        stochastic = run.algorithm.stochastic
+        rows.append((label, run.model, run.evaluation_step(), sizes,
                      samples if stochastic else 0, run.config.inner.steps))
     if baseline is not None:
-        def plain_step(theta, phi, batch, alpha, functional):
-            return inner_step(baseline, phi, learner.loss_fn, batch, alpha,
-                              functional=functional)
-
-        rows.insert(1, ("pretrained", baseline, plain_step,
+        rows.insert(1, ("pretrained", baseline, learner.evaluation_step(baseline),
                         config.inner_step_sizes(steps, ev.lr), 0, 0))
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.6 * cols, 3.0 * len(rows)),
                              squeeze=False, sharey="col")
@@ -627,8 +621,9 @@ def plot_classification_grid(learner: Any, task: Any, steps: int, seed: int, pat
     theta = {k: v.detach() for k, v in model_params(model).items()}
     phi = theta
     with torch.no_grad():  # torch.func.grad inside still differentiates the inner loss
+        step = learner.evaluation_step()
         for alpha in config.inner_step_sizes(steps, ev.lr):
-            phi = learner.algorithm.inner_step(theta, phi, support, alpha, False)
+            phi = step(theta, phi, support, alpha, False)
         batch = ev.query_batch or query_size
         predicted = torch.cat([forward(model, phi, query.inputs[i:i + batch]).argmax(-1)
                                for i in range(0, query_size, batch)])

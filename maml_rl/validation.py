@@ -44,8 +44,20 @@ def validate(config: Config, family: TaskFamily, eval_family: TaskFamily | None 
                 f"meta.task_batching: 'stacked' is for RL families and '{family.env_id}' is "
                 "supervised; allowed here: auto, vmap, loop"
             )
+        if config.evaluation.max_backtracks and algorithm.stochastic:
+            # Its first step draws the parameters; shortening a draw has no meaning.
+            raise ConfigError(
+                f"evaluation.max_backtracks: {config.evaluation.max_backtracks} is not "
+                f"implemented for algorithm '{config.algorithm}' (its adaptation samples "
+                "parameters); allowed with it: 0"
+            )
         _check_shots(config, family, eval_family)
         return
+    if config.evaluation.max_backtracks:
+        raise ConfigError(
+            f"evaluation.max_backtracks: {config.evaluation.max_backtracks} applies to "
+            f"supervised families and '{family.env_id}' is an RL family; allowed here: 0"
+        )
     if config.evaluation.query_batch:
         raise ConfigError(
             f"evaluation.query_batch: {config.evaluation.query_batch} applies to supervised "

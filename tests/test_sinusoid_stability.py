@@ -1,6 +1,7 @@
 """The sinusoid config keeps improving over 10 adaptation steps (issue 16): the check of
 experiments/sinusoid_stability.py on synthetic curves, and (``-m slow``, about 10 min on one free
-core) on the shipped config trained in full. The full run passes with the config's seed 0 and
+core) on the shipped config trained in full, with plain steps and with the backtracking
+safeguard. The full run passes with the config's seed 0 and
 failed with ``seed=1`` (docs/results/sinusoid.md): a failure here after a change to training is
 a reason to look, not proof of a bug."""
 
@@ -50,3 +51,9 @@ def test_sinusoid_config_trained_in_full_adapts_stably(tmp_path):
     finally:
         learner.close()
     assert problems == []
+    # The same run adapted with the backtracking safeguard (evaluation.max_backtracks).
+    guarded = bench.load(tmp_path / "run", ["evaluation.max_backtracks=6"])
+    try:
+        assert bench.check(guarded) == []
+    finally:
+        guarded.close()

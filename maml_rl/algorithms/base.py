@@ -55,6 +55,8 @@ class Algorithm:
     #: Whether the inner loop is first order by construction (``inner.first_order`` then has no
     #: meaning: Reptile, iMAML).
     first_order_by_construction: ClassVar[bool] = False
+    #: Whether adapting twice to the same data can give two different models (PLATIPUS draws).
+    stochastic: ClassVar[bool] = False
     #: Names of the parameters that adapt in the inner loop (None: all of them; ANIL: the head).
     trainable: Sequence[str] | None = None
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from maml_rl.adaptation import Batch, model_params
+from maml_rl.adaptation import Batch, StepFn, backtracking, gradient_step, model_params
 from maml_rl.algorithms import Algorithm, build_algorithm
 from maml_rl.config import Config
 from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup
@@ -117,6 +117,17 @@ class SupervisedMetaLearner:
             SupervisedMetaBatch(self.algorithm, support, query, self.group, total, keys))
         return {"loss/pre_adaptation": before.item(), **metrics}
 
+    def evaluation_step(self, model: torch.nn.Module | None = None) -> StepFn:
+        """The inner step evaluation adapts with: the algorithm's, or a plain gradient step for
+        a comparison ``model``; with ``evaluation.max_backtracks``, safeguarded by
+        :func:`maml_rl.adaptation.backtracking` (for both, so they are compared alike)."""
+        if model is None:
+            net, step = self.model, self.algorithm.inner_step
+        else:
+            net, step = model, gradient_step(model, self.loss_fn)
+        backtracks = self.config.evaluation.max_backtracks
+        return backtracking(step, net, self.loss_fn, backtracks) if backtracks else step
+
     def evaluate(self, num_tasks: int, steps: int, seed: int, method: str | None = None,
                  model: torch.nn.Module | None = None) -> AdaptationCurve:
         """Adaptation curve (0..steps) on ``num_tasks`` tasks drawn with ``seed``; under
@@ -125,7 +136,7 @@ class SupervisedMetaLearner:
         and adapts by plain gradient steps, on the same tasks and shots."""
         ev, family = self.config.evaluation, self.eval_family
         net = self.model if model is None else model
-        step_fn = self.algorithm.inner_step if model is None else None
+        step_fn = self.evaluation_step(model)
         tasks = family.sample_tasks(num_tasks, np.random.default_rng(seed))
         classification = family.supervised_loss == "cross_entropy"
         metric = "accuracy" if classification else "mse"
