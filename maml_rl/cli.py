@@ -380,6 +380,7 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
 
     from maml_rl.evaluation import (
         check_mergeable,
+        evaluation_settings,
         format_table,
         reference_curves,
         write_results,
@@ -423,7 +424,8 @@ def _run_evaluation(ns: argparse.Namespace, config: Config, learner: Any,
                                      log=log, tasks=tasks)
     at = "" if iteration is None else f", iteration {iteration}"
     title = f"{config.env.id}, run {ns.run_dir.resolve().name}{at}"
-    written = list(write_results(curves, out, title).values())
+    settings = evaluation_settings(config, num_tasks, steps, seed)
+    written = list(write_results(curves, out, title, settings=settings).values())
     if supervised:
         from maml_rl.evaluation import (
             plot_classification_grid,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -62,6 +63,9 @@ class AdaptationCurve:
     tasks: list[Any] = field(default_factory=list)
     flat: bool = False
     success: np.ndarray | None = None
+    #: The evaluation settings it was measured with (:func:`evaluation_settings`); None for a
+    #: curve written before they were recorded.
+    settings: dict[str, Any] | None = None
 
     @property
     def success_mean(self) -> list[float] | None:
@@ -122,6 +126,7 @@ class AdaptationCurve:
             "diverged": self.diverged,
             **({} if self.success is None else {"success_mean": self.success_mean,
                                                  "success_per_task": self.success.tolist()}),
+            **({} if self.settings is None else {"settings": self.settings}),
         }
 
     @classmethod
@@ -132,7 +137,8 @@ class AdaptationCurve:
         return cls(method, data["metric"], list(data["steps"]),
                    np.asarray(data["per_task"], dtype=np.float64), list(data.get("tasks", [])),
                    bool(data.get("flat", False)),
-                   None if success is None else np.asarray(success, dtype=np.float64))
+                   None if success is None else np.asarray(success, dtype=np.float64),
+                   data.get("settings"))
 
 
 def _ci95(per_task: np.ndarray) -> list[float]:
@@ -142,6 +148,14 @@ def _ci95(per_task: np.ndarray) -> list[float]:
     if n < 2:
         return [float("nan")] * per_task.shape[1]
     return (1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
+
+
+def evaluation_settings(config: Any, num_tasks: int, steps: int, seed: int) -> dict[str, Any]:
+    """What a curve records of how it was measured: the run's ``evaluation`` section as used,
+    with the held-out tasks' number and seed and the steps of this evaluation (so that
+    :mod:`maml_rl.results_tables` can print the command that reproduces it)."""
+    return {**config.to_dict()["evaluation"], "num_tasks": num_tasks, "steps": steps,
+            "seed": seed}
 
 
 def batched_metric(metric_fn: LossFn, query_batch: int) -> LossFn:
@@ -390,7 +404,8 @@ def check_mergeable(tasks: Sequence[Any], methods: set[str], out_dir: str | Path
 
 
 def write_results(
-    curves: Sequence[AdaptationCurve], out_dir: str | Path, title: str = "", merge: bool = True
+    curves: Sequence[AdaptationCurve], out_dir: str | Path, title: str = "", merge: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat,
     median, diverged}}``, plus ``success_mean`` and ``success_per_task`` for a family that
@@ -399,10 +414,14 @@ def write_results(
     :class:`AdaptationCurve`; a ``success`` column when a curve has success) and the
     ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
 
-    With ``merge`` the curves already there are kept (:func:`merge_curves`). Each file is
+    ``settings`` (:func:`evaluation_settings`) is recorded with each of ``curves`` that has
+    none; curves kept from the folder keep their own. With ``merge`` the curves already there
+    are kept (:func:`merge_curves`). Each file is
     written to a temporary name and renamed, so an interruption leaves the old file whole."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    curves = [c if c.settings is not None or settings is None
+              else dataclasses.replace(c, settings=settings) for c in curves]
     if merge:
         curves = merge_curves(curves, out)
     paths = {

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maml_rl.config import Config, load_config
-from maml_rl.evaluation import read_results
+from maml_rl.evaluation import AdaptationCurve, read_results
 from maml_rl.logger import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +103,36 @@ def training_command(name: str, config: Config) -> str:
                      "--run-dir", f"pretrained/{name}"])
 
 
+#: Evaluation keys that never change a curve, or that the command gives as flags.
+_EVAL_NEUTRAL = ("task_chunk", "at_end", "every", "every_tasks", "num_tasks", "steps", "seed")
+
+
+def evaluation_command(name: str, config: Config, curves: Sequence[AdaptationCurve],
+                       folder: str | None) -> str | None:
+    """The ``maml-evaluate`` command that wrote ``pretrained/NAME/FOLDER``, from the settings
+    recorded with its curve of the run's algorithm (:func:`maml_rl.evaluation.evaluation_settings`);
+    None when they are unknown (older files) or are the run's own end-of-training evaluation."""
+    main = next((c for c in curves if c.method == config.algorithm), None)
+    if main is None or main.settings is None:
+        return None
+    run_eval = config.to_dict()["evaluation"]
+    used = main.settings
+    overrides = [f"evaluation.{k}={_yaml(v)}" for k, v in sorted(used.items())
+                 if k not in _EVAL_NEUTRAL and run_eval.get(k) != v]
+    flags = [f"--{flag} {used[key]}" for key, flag in
+             (("steps", "steps"), ("num_tasks", "tasks"), ("seed", "seed"))
+             if key in used and used[key] != run_eval.get(key)]
+    others = {c.method for c in curves if c.method != config.algorithm
+              and not c.method.endswith(" (reference)")}
+    if others:
+        flags.append("--baselines")
+    if folder and folder != "eval":
+        flags.append(f"--out pretrained/{name}/{folder}")
+    elif not overrides and not flags:
+        return None
+    return " ".join(["maml-evaluate", f"pretrained/{name}", *overrides, *flags])
+
+
 def _yaml(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -129,10 +159,13 @@ def render_block(name: str, folder: str | None = None) -> str:
         *(set(v) for v in PAPER.get(name, {}).values())))
     digits = 3 if curves[0].metric == "mse" else 1
     seconds = sum(float(r.get("time/iteration_s") or 0.0) for r in rows)
+    command = evaluation_command(name, config, curves, folder)
+    evaluated = f"Evaluated with `{command}`. " if command else ""
     lines = [
         f"Trained with `{training_command(name, config)}`: {len(rows)} meta-iterations, "
         f"{seconds / 60:.0f} min of meta-training (the sum of `time/iteration_s` in "
         f"[`metrics.csv`](../../pretrained/{name}/metrics.csv)). "
+        f"{evaluated}"
         f"{_METRIC_NAMES.get(curves[0].metric, curves[0].metric.capitalize())} on "
         f"{curves[0].per_task.shape[0]} held-out tasks, "
         f"from [`pretrained/{name}/{folder or 'eval'}/results.json`]"

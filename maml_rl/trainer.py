@@ -25,6 +25,7 @@ from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup, launched_by_torchr
 from maml_rl.evaluation import (
     AdaptationCurve,
     ResultsMismatchError,
+    evaluation_settings,
     format_table,
     reference_curves,
     write_results,
@@ -331,11 +332,12 @@ class Trainer:
         curves = [curve, *reference_curves(self.learner.eval_family, curve.tasks,
                                            getattr(self.learner, "horizon", None))]
         out = self.run_dir / "eval"
+        settings = evaluation_settings(self.config, ev.num_tasks, ev.steps, ev.seed)
         try:
-            paths = write_results(curves, out, self.plot_title())
+            paths = write_results(curves, out, self.plot_title(), settings=settings)
         except ResultsMismatchError:
             paths = write_results(curves, out / f"iteration-{self.iteration}",
-                                  self.plot_title())
+                                  self.plot_title(), settings=settings)
         self.evaluation_files = list(paths.values())
         print(format_table(curves))
         return curve

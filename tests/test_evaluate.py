@@ -58,6 +58,9 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     assert maml["steps"] == [0, 1, 2] and len(maml["mean"]) == len(maml["ci95"]) == 3
     assert maml["tasks"][0].keys() == {"x", "y"} and len(maml["tasks"]) == 4
     assert np.all(np.array(maml["mean"]) < 0)  # minus a distance at every step
+    # How it was measured travels with it: the run's evaluation section as used.
+    assert maml["settings"]["num_tasks"] == 4 and maml["settings"]["seed"] == 5
+    assert maml["settings"]["steps"] == 2 and maml["settings"]["support_size"] == 3
     csv_bytes = (folder / "results.csv").read_bytes()
     assert b"\r" not in csv_bytes
     csv_text = csv_bytes.decode().splitlines()
@@ -72,8 +75,9 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     # Three tasks at a time (fewer envs alive at once): the same numbers, task by task.
     chunked = nav_run / "eval" / "chunked"
     assert evaluate_main([*args, "evaluation.task_chunk=3", "--out", str(chunked)]) == 0
-    result = json.loads((chunked / "results.json").read_text())["maml"]["per_task"]
-    np.testing.assert_allclose(result, maml["per_task"], rtol=1e-6)
+    result = json.loads((chunked / "results.json").read_text())["maml"]
+    np.testing.assert_allclose(result["per_task"], maml["per_task"], rtol=1e-6)
+    assert result["settings"]["task_chunk"] == 3
     assert evaluate_main([*args[:-1], "6"]) == 0
     assert _results(nav_run, "4tasks-seed6")["maml"]["per_task"] != maml["per_task"]
     assert _results(nav_run, "4tasks-seed5")["maml"]["per_task"] == maml["per_task"]
@@ -482,3 +486,38 @@ def test_a_folder_of_other_tasks_is_refused_before_any_rollout(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds the curve of 'pretrained' on other held-out" in err
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_results_tables_give_the_command_of_an_evaluation_with_other_settings():
+    from maml_rl.evaluation import AdaptationCurve, evaluation_settings
+    from maml_rl.results_tables import evaluation_command
+
+    config = load_config("configs/sinusoid.yaml")
+    ev = config.evaluation
+    own = evaluation_settings(config, ev.num_tasks, ev.steps, ev.seed)
+    curve = lambda settings, method="maml": AdaptationCurve(  # noqa: E731
+        method, "mse", [0, 1], np.ones((2, 2)), settings=settings)
+    # The run's own end-of-training evaluation, or a file from before settings were recorded.
+    assert evaluation_command("sinusoid", config, [curve(own)], None) is None
+    assert evaluation_command("sinusoid", config, [curve(None)], "eval/x") is None
+    other = {**own, "max_backtracks": 6, "seed": 7, "task_chunk": 5}
+    assert evaluation_command("sinusoid", config, [curve(other), curve(other, "pretrained")],
+                              "eval/backtracking") == (
+        "maml-evaluate pretrained/sinusoid evaluation.max_backtracks=6 --seed 7 --baselines "
+        "--out pretrained/sinusoid/eval/backtracking")
+    lr = {**own, "lr": [0.01, 0.005]}
+    assert evaluation_command("sinusoid", config, [curve(lr)], None) == (
+        "maml-evaluate pretrained/sinusoid evaluation.lr=[0.01,0.005]")
+
+
+def test_results_json_keeps_each_curves_settings_when_merged(tmp_path):
+    from maml_rl.evaluation import AdaptationCurve, read_results, write_results
+
+    tasks = [{"x": 0.1, "y": 0.2}, {"x": 0.3, "y": 0.4}]
+    first = AdaptationCurve("maml", "return", [0, 1], np.ones((2, 2)), tasks)
+    write_results([first], tmp_path, settings={"seed": 1})
+    later = AdaptationCurve("pretrained", "return", [0, 1], np.zeros((2, 2)), tasks)
+    write_results([later], tmp_path, settings={"seed": 1, "lr": 0.5})
+    curves = {c.method: c for c in read_results(tmp_path / "results.json")}
+    assert curves["maml"].settings == {"seed": 1}
+    assert curves["pretrained"].settings == {"seed": 1, "lr": 0.5}
