@@ -2,6 +2,8 @@
 
 (a) ours: the training sampler (``maml_rl.sampling.EpisodeSampler``: ``TaskSyncVectorEnv`` of
     the family's single envs, the policy's batched forward, action noise, masks, success);
+(a') the same with Meta-World's own per-contact loop for ``touching_object`` instead of
+    ``envs.metaworld_ml1.contact_touching_object`` (what that change saves);
 (b) ``gymnasium.vector.SyncVectorEnv`` over the same tasks, stepped with the same policy;
 (c) ``gymnasium.vector.AsyncVectorEnv`` (one worker process per core) over the same tasks.
 
@@ -26,10 +28,18 @@ import numpy as np
 import torch
 
 import envs  # noqa: F401  (registers the maml/ families)
+import envs.metaworld_ml1 as ml1
 from maml_rl.adaptation import model_params
 from maml_rl.config import load_config
 from maml_rl.policies import build_model
 from maml_rl.sampling import EpisodeSampler
+
+#: Our sampler on envs that keep Meta-World's own contact check.
+LOOP = "ours, Meta-World's contact loop"
+
+
+def _metaworld_touching_object(sawyer, object_geom_id: int) -> bool:
+    return type(sawyer).touching_object(sawyer, object_geom_id)
 
 
 def _gym_vector(env_id: str, tasks: list, episodes: int, steps: int, asynchronous: bool):
@@ -80,16 +90,23 @@ def main() -> None:
                          supervised=False)
     params = {k: v.detach() for k, v in model_params(policy).items()}
     ours = EpisodeSampler(args.env, {}, args.tasks, args.episodes, args.steps, seed=0)
+    # Envs built while the module's contact check is Meta-World's own keep it.
+    ours_contacts = ml1.contact_touching_object
+    ml1.contact_touching_object = _metaworld_touching_object
+    loop = EpisodeSampler(args.env, {}, args.tasks, args.episodes, args.steps, seed=0)
+    ml1.contact_touching_object = ours_contacts
     sync = _gym_vector(args.env, tasks, args.episodes, args.steps, asynchronous=False)
     workers = _gym_vector(args.env, tasks, args.episodes, args.steps, asynchronous=True)
     print(f"{args.env}: {args.tasks} tasks x {args.episodes} episodes x {args.steps} steps, "
           f"{os.cpu_count()} cores, torch threads {args.threads}")
-    rates: dict[str, list[float]] = {"ours": [], "SyncVectorEnv": [], "AsyncVectorEnv": []}
+    rates: dict[str, list[float]] = {"ours": [], LOOP: [], "SyncVectorEnv": [],
+                                     "AsyncVectorEnv": []}
     for r in range(args.rounds):
         for name in rates:
             start = time.perf_counter()
-            if name == "ours":
-                count = ours.sample(tasks, policy, params, per_task=False).num_steps()
+            if name.startswith("ours"):
+                sampler = ours if name == "ours" else loop
+                count = sampler.sample(tasks, policy, params, per_task=False).num_steps()
             else:
                 count = _run_gym(sync if name == "SyncVectorEnv" else workers, policy,
                                  args.steps)
@@ -99,8 +116,9 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in rates.items()}
     print("median: " + ", ".join(f"{k} {v:,.0f} steps/s" for k, v in median.items()))
     print(f"ours / SyncVectorEnv {median['ours'] / median['SyncVectorEnv']:.2f}, "
-          f"ours / AsyncVectorEnv {median['ours'] / median['AsyncVectorEnv']:.2f}")
-    for env in (ours, sync, workers):
+          f"ours / AsyncVectorEnv {median['ours'] / median['AsyncVectorEnv']:.2f}, "
+          f"ours / {LOOP} {median['ours'] / median[LOOP]:.2f}")
+    for env in (ours, loop, sync, workers):
         env.close()
 
 

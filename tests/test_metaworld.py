@@ -58,6 +58,36 @@ def test_train_and_test_tasks_are_the_benchmarks_and_any_environment_can_be_name
 
 
 @needs_metaworld
+@pytest.mark.parametrize("env_id, policy_name", [
+    ("maml/ML1-push-v0", "SawyerPushV3Policy"),
+    ("maml/ML1-pick-place-v0", "SawyerPickPlaceV3Policy"),
+])
+def test_contact_check_answers_as_metaworlds_own_along_scripted_grasps(env_id, policy_name):
+    import metaworld.policies
+
+    from envs.metaworld_ml1 import contact_touching_object
+
+    env = gym.make(env_id).unwrapped
+    sawyer = env._env
+    original = type(sawyer).touching_object  # Meta-World's loop over the contacts
+    policy = getattr(metaworld.policies, policy_name)()
+    rng = np.random.default_rng(0)
+    answers = []
+    for task in env.sample_tasks(3, np.random.default_rng(1)):
+        env.set_task(task)
+        obs, _ = env.reset(seed=0)
+        for _ in range(150):
+            # The scripted policy grasps and pushes; the noise adds near misses.
+            action = np.clip(policy.get_action(obs) + rng.normal(0, 0.3, 4), -1, 1)
+            obs, *_ = env.step(action.astype(np.float32))
+            object_id = sawyer.data.geom("objGeom").id
+            ours = contact_touching_object(sawyer, object_id)
+            assert ours == original(sawyer, object_id)
+            answers.append(ours)
+    assert any(answers) and not all(answers)  # both answers occurred
+
+
+@needs_metaworld
 def test_batched_env_matches_single_env():
     from envs.generic import make_task_vector_env
 
