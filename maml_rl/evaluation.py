@@ -415,9 +415,9 @@ def write_results(
     ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
 
     ``settings`` (:func:`evaluation_settings`) is recorded with each of ``curves`` that has
-    none; curves kept from the folder keep their own. With ``merge`` the curves already there
-    are kept (:func:`merge_curves`). Each file is
-    written to a temporary name and renamed, so an interruption leaves the old file whole."""
+    none. With ``merge`` the curves already there are kept (:func:`merge_curves`), with their
+    own settings. Each file is written to a temporary name and renamed, so an interruption
+    leaves the old file whole."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = [c if c.settings is not None or settings is None
