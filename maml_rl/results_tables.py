@@ -44,6 +44,8 @@ PAPER: dict[str, dict[str, dict[int, float]]] = {
         "random init": {0: -82.66, 1: -57.96, 2: -53.84, 3: -46.81},
         "oracle": {0: -2.29},
     },
+    # ProMP's config on the same family: the MAML paper's MAML row is the reference.
+    "navigation_2d_promp": {"MAML": {0: -40.41, 1: -11.68, 2: -3.33, 3: -3.23}},
     "halfcheetah_vel": {
         "MAML": {0: -129.53, 1: -78.57, 2: -66.62, 3: -60.78},
         "pretrained": {0: -158.0, 1: -135.39, 2: -128.47, 3: -133.61},
