@@ -73,12 +73,28 @@ class RLMetaLearner:
         group.check_meta_batch("sampling.meta_batch_size", s.meta_batch_size)
         #: The meta-batch's tasks this process works on.
         self.task_ids = group.shard(s.meta_batch_size)
-        self.support_sampler = self.make_sampler(family, len(self.task_ids), s.support_size,
-                                                 config.seed)
-        self.query_sampler = self.make_sampler(family, len(self.task_ids), s.query_size,
-                                               config.seed + 1)
+        #: The meta-batch's samplers, built on first use (:attr:`support_sampler`).
+        self._samplers: dict[str, Sampler] = {}
         self._adapt_seconds = 0.0
         self._iterations = 0
+
+    @property
+    def support_sampler(self) -> Sampler:
+        """The sampler of the meta-batch's support episodes, built on first use: a loaded run
+        that only adapts, evaluates or acts never creates the meta-batch's envs (for ML1, 200
+        Meta-World environments, about 4 GB)."""
+        return self._sampler("support", self.config.sampling.support_size, self.config.seed)
+
+    @property
+    def query_sampler(self) -> Sampler:
+        """The sampler of the meta-batch's query episodes, built on first use."""
+        return self._sampler("query", self.config.sampling.query_size, self.config.seed + 1)
+
+    def _sampler(self, role: str, episodes: int, seed: int) -> Sampler:
+        if role not in self._samplers:
+            self._samplers[role] = self.make_sampler(self.family, len(self.task_ids), episodes,
+                                                     seed)
+        return self._samplers[role]
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -220,5 +236,6 @@ class RLMetaLearner:
         self._iterations = int(state.get("iterations", 0))
 
     def close(self) -> None:
-        self.support_sampler.close()
-        self.query_sampler.close()
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
