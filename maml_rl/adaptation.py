@@ -162,7 +162,9 @@ def backtracking(step_fn: StepFn, model: nn.Module, loss_fn: LossFn,
         # From the shortest candidate to the full step, so the longest acceptable one wins.
         for halvings in range(max_backtracks, -1, -1):
             fraction = 0.5**halvings
-            candidate = {k: phi[k] + fraction * (full[k] - phi[k]) for k in phi}
+            # The full step as step_fn gave it: phi + (full - phi) may differ in the last bit.
+            candidate = full if halvings == 0 else {
+                k: phi[k] + fraction * (full[k] - phi[k]) for k in phi}
             loss = loss_fn(model, candidate, batch)
             keep = torch.isfinite(loss) & (loss <= before)
             chosen = {k: torch.where(keep, candidate[k], chosen[k]) for k in phi}
