@@ -113,6 +113,35 @@ class AdaptationCurve:
             count[1:] += (worse & np.isfinite(values[:, 1:])).sum(axis=0)
         return [int(c) for c in count]
 
+    @property
+    def change(self) -> list[float]:
+        """Per step, the mean over tasks of each task's change from its own 0-step value
+        (0.0 at step 0). The mean of the per-task differences equals the difference of the
+        means, but its confidence interval (:attr:`change_ci95`) is the paired one: the spread
+        between tasks, which both ends share, cancels, so it says whether adaptation helps
+        when the unpaired intervals of the two means overlap."""
+        return _paired_change(self.per_task)[0]
+
+    @property
+    def change_ci95(self) -> list[float]:
+        """Half-width of the 95% confidence interval of :attr:`change` (normal approximation
+        over the per-task differences; 0.0 at step 0, NaN for fewer than two tasks)."""
+        return _paired_change(self.per_task)[1]
+
+    @property
+    def improved(self) -> list[int]:
+        """Per step, the number of tasks better than at 0 steps (a lower loss, a higher score);
+        a non-finite value is never better."""
+        base = self.per_task[:, :1]
+        with np.errstate(invalid="ignore"):
+            better = (self.per_task < base) if self.lower_is_better else (self.per_task > base)
+        return [int(n) for n in (better & np.isfinite(self.per_task)).sum(axis=0)]
+
+    @property
+    def success_change(self) -> tuple[list[float], list[float]] | None:
+        """:attr:`change` and its CI for the success rate (None without success)."""
+        return None if self.success is None else _paired_change(self.success)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
@@ -124,8 +153,14 @@ class AdaptationCurve:
             "flat": self.flat,
             "median": self.median,
             "diverged": self.diverged,
-            **({} if self.success is None else {"success_mean": self.success_mean,
-                                                 "success_per_task": self.success.tolist()}),
+            "change": self.change,
+            "change_ci95": self.change_ci95,
+            "improved": self.improved,
+            **({} if self.success is None else {
+                "success_mean": self.success_mean,
+                "success_per_task": self.success.tolist(),
+                "success_change": self.success_change[0],
+                "success_change_ci95": self.success_change[1]}),
             **({} if self.settings is None else {"settings": self.settings}),
         }
 
@@ -147,7 +182,16 @@ def _ci95(per_task: np.ndarray) -> list[float]:
     n = per_task.shape[0]
     if n < 2:
         return [float("nan")] * per_task.shape[1]
-    return (1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
+    with np.errstate(invalid="ignore"):  # a column with inf has a NaN interval (inf - inf)
+        return (1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(n)).tolist()
+
+
+def _paired_change(per_task: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per column of ``[tasks, steps]`` values: the mean over tasks of the difference from the
+    task's first column, and the half-width of its 95% confidence interval."""
+    with np.errstate(invalid="ignore"):  # inf - inf in a diverged task: NaN
+        diff = per_task - per_task[:, :1]
+    return diff.mean(axis=0).tolist(), _ci95(diff)
 
 
 def evaluation_settings(config: Any, num_tasks: int, steps: int, seed: int) -> dict[str, Any]:
@@ -339,8 +383,9 @@ def reference_curves(family: Any, tasks: Sequence[Any], horizon: int | None
 
 def format_table(curves: Sequence[AdaptationCurve]) -> str:
     """A plain-text table: per method a row of mean +- CI per number of steps, then a row of
-    medians and one of diverging tasks (:attr:`AdaptationCurve.diverged`); a flat method fills
-    only the 0-step column."""
+    medians and one of diverging tasks (:attr:`AdaptationCurve.diverged`), and for an adapted
+    method the paired change from 0 steps with its CI (:attr:`AdaptationCurve.change`) and the
+    number of tasks it improved; a flat method fills only the 0-step column."""
     steps = max((c.steps for c in curves), key=len)
     head = f"{'method':<14}" + "".join(f"{f'{k} steps':>20}" for k in steps)
     lines = [f"{curves[0].metric} on {curves[0].per_task.shape[0]} held-out tasks", head]
@@ -353,7 +398,20 @@ def format_table(curves: Sequence[AdaptationCurve]) -> str:
         lines.append(f"{'  diverged':<14}" + "".join(f"{d:>20d}" for d in c.diverged))
         if c.success_mean is not None:
             lines.append(f"{'  success':<14}" + "".join(f"{s:>20.3f}" for s in c.success_mean))
+        if not c.flat and len(c.steps) > 1:
+            # Paired with step 0, task by task: whether adaptation helps beyond the spread
+            # between tasks that the means' CIs above include.
+            n = c.per_task.shape[0]
+            lines.append(f"{'  vs 0 steps':<14}" + " " * 20 + "".join(
+                f"{f'{_signed(m)} ± {_num(h)}':>20}"
+                for m, h in zip(c.change[1:], c.change_ci95[1:], strict=True)))
+            lines.append(f"{'  improved':<14}" + " " * 20 + "".join(
+                f"{f'{k}/{n}':>20}" for k in c.improved[1:]))
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "") + _num(value)
 
 
 def _num(value: float) -> str:
@@ -408,10 +466,12 @@ def write_results(
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``results.json`` (``{method: {metric, steps, mean, ci95, tasks, per_task, flat,
-    median, diverged}}``, plus ``success_mean`` and ``success_per_task`` for a family that
-    reports success), ``results.csv`` (a row per method and step; ``flat`` is 1 for a
-    method evaluated without adaptation, the oracle; ``median`` and ``diverged`` as in
-    :class:`AdaptationCurve`; a ``success`` column when a curve has success) and the
+    median, diverged, change, change_ci95, improved}}``, plus ``success_mean``,
+    ``success_per_task`` and ``success_change[_ci95]`` for a family that reports success),
+    ``results.csv`` (a row per method and step; ``flat`` is 1 for a method evaluated without
+    adaptation, the oracle; ``median``, ``diverged``, ``change``, ``change_ci95`` and
+    ``improved`` as in :class:`AdaptationCurve`; a ``success`` column when a curve has
+    success) and the
     ``adaptation.png`` plot (titled ``title``) to ``out_dir``.
 
     ``settings`` (:func:`evaluation_settings`) is recorded with each of ``curves`` that has
@@ -432,13 +492,15 @@ def write_results(
     # A success column only for a family that reports success (Meta-World).
     with_success = any(c.success is not None for c in curves)
     rows = [["method", "metric", "steps", "mean", "ci95", "num_tasks", "flat", "median",
-             "diverged", *(["success"] if with_success else [])]]
+             "diverged", "change", "change_ci95", "improved",
+             *(["success"] if with_success else [])]]
     for c in curves:
         success = c.success_mean or [""] * len(c.steps)
-        for k, m, h, med, d, s in zip(c.steps, c.mean, c.ci95, c.median, c.diverged, success,
-                                      strict=True):
+        for k, m, h, med, d, ch, chh, up, s in zip(
+                c.steps, c.mean, c.ci95, c.median, c.diverged, c.change, c.change_ci95,
+                c.improved, success, strict=True):
             rows.append([c.method, c.metric, k, m, h, c.per_task.shape[0], int(c.flat), med, d,
-                         *([s] if with_success else [])])
+                         ch, chh, up, *([s] if with_success else [])])
     with _atomic(paths["json"]) as tmp:
         tmp.write_text(json.dumps({c.method: c.to_dict() for c in curves}, indent=1))
     with _atomic(paths["csv"]) as tmp, tmp.open("w", newline="") as f:

@@ -9,8 +9,9 @@ No number of ours in a results page is copied by hand: each table sits between m
 and is rebuilt from ``pretrained/NAME/`` (``config.yaml``, ``metrics.csv``, and
 ``EVAL_FOLDER/results.json``, default ``eval``): the exact training command (the config's
 overrides recovered by comparing the run's resolved config with ``configs/NAME.yaml``), the
-meta-iterations and their summed wall time, then ours after 0..K steps with 95% CIs (for a
-loss also the median and the number of diverging tasks per step) beside the MAML paper's
+meta-iterations and their summed wall time, then ours after 0..K steps with 95% CIs, the
+paired change from 0 steps with its CI and the tasks it improved (for a loss also the median
+and the number of diverging tasks per step) beside the MAML paper's
 numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid). It also
 draws ``pretrained/NAME/training.png``, the training curve.
 
@@ -151,6 +152,24 @@ def _cell(mean: float, ci: float | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
+def _signed_cell(mean: float, ci: float, digits: int) -> str:
+    if not math.isfinite(mean):
+        return "diverges"
+    text = f"{mean:+.{digits}f}"
+    return text if not math.isfinite(ci) else f"{text} ± {ci:.{digits}f}"
+
+
+def _change_row(label: str, curve: AdaptationCurve, steps: list[int], digits: int) -> str:
+    """A table row of the paired change from 0 steps (:attr:`AdaptationCurve.change`) with
+    its 95% CI and the number of tasks improved, per step after the first."""
+    n = curve.per_task.shape[0]
+    by_step = dict(zip(curve.steps, zip(curve.change, curve.change_ci95, curve.improved,
+                                        strict=True), strict=True))
+    cells = [f"{_signed_cell(m, h, digits)} ({up}/{n})" if k in by_step and k else ""
+             for k in steps for m, h, up in [by_step.get(k, (0.0, 0.0, 0))]]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def render_block(name: str, folder: str | None = None) -> str:
     """The markdown of one block (without its markers)."""
     run = ROOT / "pretrained" / name
@@ -187,6 +206,17 @@ def render_block(name: str, folder: str | None = None) -> str:
             success = dict(zip(c.steps, c.success_mean, strict=True))
             lines.append(f"| {label}, success rate | " + " | ".join(
                 f"{success[k]:.3f}" if k in success else "" for k in steps) + " |")
+        if not c.flat and len(c.steps) > 1:
+            # Paired with step 0 task by task: the spread between tasks, which the means' CIs
+            # include, cancels, so this row says whether adaptation helps.
+            lines.append(_change_row(f"{label}, change from 0 steps (tasks improved)", c,
+                                     steps, digits))
+            if c.success_change is not None:
+                change, ci = c.success_change
+                by_step = dict(zip(c.steps, zip(change, ci, strict=True), strict=True))
+                lines.append(f"| {label}, success rate change | " + " | ".join(
+                    _signed_cell(*by_step[k], 3) if k in by_step and k else ""
+                    for k in steps) + " |")
         if c.lower_is_better and not c.flat:
             # A mean over many tasks hides a few diverging ones until they overflow (issue 16):
             # the median and the count of diverging tasks say whether every task improves.

@@ -64,7 +64,8 @@ def test_nav_evaluate_writes_documented_files_and_repeats_for_a_seed(nav_run, ca
     csv_bytes = (folder / "results.csv").read_bytes()
     assert b"\r" not in csv_bytes
     csv_text = csv_bytes.decode().splitlines()
-    assert csv_text[0] == "method,metric,steps,mean,ci95,num_tasks,flat,median,diverged"
+    assert csv_text[0] == ("method,metric,steps,mean,ci95,num_tasks,flat,median,diverged,"
+                           "change,change_ci95,improved")
     assert len(csv_text) == 1 + 3
     assert (folder / "adaptation.png").stat().st_size > 1000
     assert (folder / "videos" / "trajectories.png").stat().st_size > 5000
@@ -374,7 +375,8 @@ def test_curve_reports_median_and_diverging_tasks(tmp_path):
     (maml,) = json.loads((tmp_path / "results.json").read_text()).values()
     assert maml["median"] == curve.median and maml["diverged"] == curve.diverged
     rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert rows[0].endswith(",median,diverged") and rows[4].endswith(",1.0,1")
+    assert rows[0].endswith(",median,diverged,change,change_ci95,improved")
+    assert rows[4].split(",")[7:9] == ["1.0", "1"]
     table = format_table([curve]).splitlines()
     assert table[3].split() == ["median", "2.000", "1.000", "0.500", "1.000", "1.000", "1.000"]
     assert table[4].split() == ["diverged", "0", "0", "0", "1", "1", "1"]
@@ -382,6 +384,43 @@ def test_curve_reports_median_and_diverging_tasks(tmp_path):
     returns = AdaptationCurve("maml", "return", [0, 1, 2],
                               np.array([[-30.0, -5.0, -20.0], [-40.0, -10.0, np.nan]]))
     assert returns.diverged == [0, 0, 1] and returns.median[:2] == [-35.0, -7.5]
+
+
+def test_curve_reports_the_change_from_zero_steps_paired_by_task(tmp_path):
+    # Tasks far apart (offsets 0..900) that each gain 10 +- 1 from one step: the means' CIs
+    # overlap widely, the paired change's CI excludes zero.
+    rng = np.random.default_rng(0)
+    offset = np.linspace(0.0, 900.0, 20)
+    gain = 10.0 + rng.normal(0.0, 1.0, size=20)
+    per_task = np.stack([offset, offset + gain, offset - 1.0], axis=1)
+    success = np.stack([np.full(20, 0.5), np.where(gain > 10.0, 0.6, 0.5), np.full(20, 0.4)],
+                       axis=1)
+    curve = AdaptationCurve("maml", "return", [0, 1, 2], per_task, success=success)
+    np.testing.assert_allclose(curve.change, np.array(curve.mean) - curve.mean[0], atol=1e-9)
+    assert curve.change_ci95[0] == 0.0
+    np.testing.assert_allclose(curve.change_ci95[1], 1.96 * gain.std(ddof=1) / np.sqrt(20))
+    assert curve.change_ci95[1] < 1.5 and curve.ci95[1] > 100  # the tasks' spread cancels
+    assert curve.change_ci95[2] == 0.0 and curve.change[2] == -1.0
+    assert curve.improved == [0, 20, 0]
+    change, ci = curve.success_change
+    assert change[1] == pytest.approx(0.1 * (gain > 10.0).mean())
+    assert ci[2] == pytest.approx(0.0, abs=1e-12)  # every task lost exactly 0.1
+    # A loss improves by falling; a non-finite value never counts as improved.
+    mse = AdaptationCurve("maml", "mse", [0, 1, 2], np.array([[2.0, 1.0, np.inf],
+                                                               [1.0, 1.5, np.nan]]))
+    assert mse.improved == [0, 1, 0] and mse.change[1] == pytest.approx(-0.25)
+    write_results([curve], tmp_path)
+    (maml,) = json.loads((tmp_path / "results.json").read_text()).values()
+    assert maml["change"] == curve.change and maml["improved"] == curve.improved
+    assert maml["success_change"] == change and maml["success_change_ci95"] == ci
+    table = format_table([curve]).splitlines()
+    assert table[-2].split()[:4] == ["vs", "0", "steps", f"+{curve.change[1]:.3f}"]
+    assert table[-1].split() == ["improved", "20/20", "0/20"]
+    from maml_rl.results_tables import _change_row
+
+    row = _change_row("ours: maml, change", curve, [0, 1, 2], 1)
+    cell = f"+{curve.change[1]:.1f} ± {curve.change_ci95[1]:.1f} (20/20)"
+    assert row.split(" | ")[1:3] == ["", cell]
 
 
 def test_evaluate_draws_the_fits_of_a_regression_family(tmp_path):
