@@ -15,6 +15,10 @@ and the number of diverging tasks per step) beside the MAML paper's
 numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid). It also
 draws ``pretrained/NAME/training.png``, the training curve.
 
+A sweep block, ``<!-- sweep: NAME GLOB -->`` ... ``<!-- /sweep -->``, tabulates several
+evaluations of one run (the folders ``pretrained/NAME/GLOB``, e.g. the step sizes tried on
+validation tasks) the same way.
+
     python -m maml_rl.results_tables           # rewrite every block, redraw the curves
     python -m maml_rl.results_tables --check   # exit 1 when a block is stale (tests run this)
 """
@@ -35,6 +39,7 @@ from maml_rl.logger import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 BLOCK = re.compile(r"<!-- results: (\S+)(?: (\S+))? -->\n.*?<!-- /results -->", re.S)
+SWEEP = re.compile(r"<!-- sweep: (\S+) (\S+) -->\n.*?<!-- /sweep -->", re.S)
 
 #: The MAML paper's numbers per config and method, by number of inner steps (Fig. 5 for RL,
 #: average return over 40 test tasks; Sec. 5.1 for the sinusoid, MSE with K = 5).
@@ -232,6 +237,41 @@ def render_block(name: str, folder: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def render_sweep(name: str, pattern: str) -> str:
+    """The markdown of a sweep block: one row per folder of ``pretrained/NAME`` matching the
+    glob ``pattern`` (e.g. ``eval/validation-lr*``, evaluations of one checkpoint with several
+    settings), the run's algorithm's mean after each number of steps with, from step 1, the
+    paired change from 0 steps and its 95% CI (and the success rate's, for a family that
+    reports success)."""
+    run = ROOT / "pretrained" / name
+    config = load_config(run / "config.yaml")
+    folders = sorted(p.parent for p in run.glob(f"{pattern}/results.json"))
+    if not folders:
+        raise FileNotFoundError(f"no results.json under pretrained/{name}/{pattern}")
+    curves = {f: next(c for c in read_results(f / "results.json")
+                      if c.method == config.algorithm) for f in folders}
+    steps = sorted({k for c in curves.values() for k in c.steps})
+    digits = 3 if next(iter(curves.values())).metric == "mse" else 1
+    lines = ["| folder | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in steps)
+             + " |", "|---|" + "---|" * len(steps)]
+    for folder, c in curves.items():
+        cells = []
+        for k in steps:
+            if k not in c.steps:
+                cells.append("")
+                continue
+            i = c.steps.index(k)
+            text = _cell(c.mean[i], None, digits)
+            if k:
+                text += f" ({_signed_cell(c.change[i], c.change_ci95[i], digits)})"
+                if c.success_change is not None:
+                    change, ci = c.success_change
+                    text += f"; success {_signed_cell(change[i], ci[i], 3)}"
+            cells.append(text)
+        lines.append(f"| `{folder.relative_to(run)}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_training(name: str) -> Path:
     """``pretrained/NAME/training.png``: pre- and post-adaptation return (or loss) per
     meta-iteration, with a 10-iteration running mean (:func:`maml_rl.plots.plot_runs`)."""
@@ -243,9 +283,12 @@ def plot_training(name: str) -> Path:
 
 
 def _render_page(text: str) -> str:
-    return BLOCK.sub(lambda m: (f"<!-- results: {m.group(1)}"
+    text = BLOCK.sub(lambda m: (f"<!-- results: {m.group(1)}"
                                 f"{' ' + m.group(2) if m.group(2) else ''} -->\n"
                                 f"{render_block(m.group(1), m.group(2))}\n<!-- /results -->"),
+                     text)
+    return SWEEP.sub(lambda m: (f"<!-- sweep: {m.group(1)} {m.group(2)} -->\n"
+                                f"{render_sweep(m.group(1), m.group(2))}\n<!-- /sweep -->"),
                      text)
 
 

@@ -93,3 +93,24 @@ def test_results_tables_are_generated_from_the_shipped_runs() -> None:
         "a results table differs from what pretrained/ gives; regenerate with: "
         "python -m maml_rl.results_tables"
     )
+
+
+def test_sweep_blocks_tabulate_every_folder_with_the_paired_change() -> None:
+    """A sweep block has one row per evaluation folder; each row's change after k steps is its
+    mean there minus its mean at 0 steps (the paired mean equals the difference of means)."""
+    from maml_rl.evaluation import read_results
+    from maml_rl.results_tables import ROOT, render_sweep
+
+    run = ROOT / "pretrained" / "halfcheetah_vel"
+    folders = sorted(run.glob("eval/validation-lr*/results.json"))
+    rows = render_sweep("halfcheetah_vel", "eval/validation-lr*").splitlines()[2:]
+    assert len(rows) == len(folders) == 4
+    for row, path in zip(rows, folders, strict=True):
+        (curve,) = read_results(path)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[0] == f"`{path.parent.relative_to(run)}`"
+        for k in (1, 2, 3):
+            mean, change = cells[1 + k].split(" (")
+            assert float(mean) == round(curve.mean[k], 1)
+            assert float(change.split(" ± ")[0]) == pytest.approx(
+                curve.mean[k] - curve.mean[0], abs=0.051)
