@@ -248,8 +248,12 @@ def render_sweep(name: str, pattern: str) -> str:
     folders = sorted(p.parent for p in run.glob(f"{pattern}/results.json"))
     if not folders:
         raise FileNotFoundError(f"no results.json under pretrained/{name}/{pattern}")
-    curves = {f: next(c for c in read_results(f / "results.json")
-                      if c.method == config.algorithm) for f in folders}
+    curves = {}
+    for folder in folders:
+        found = [c for c in read_results(folder / "results.json") if c.method == config.algorithm]
+        if not found:
+            raise ValueError(f"{folder / 'results.json'} has no curve of {config.algorithm}")
+        curves[folder] = found[0]
     steps = sorted({k for c in curves.values() for k in c.steps})
     digits = 3 if next(iter(curves.values())).metric == "mse" else 1
     lines = ["| folder | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in steps)
@@ -301,7 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stale = []
     for page in sorted(DOCS.glob("*.md")):
         text = page.read_text()
-        new = _render_page(text)
+        try:
+            new = _render_page(text)
+        except (FileNotFoundError, KeyError, ValueError) as err:
+            # A block naming a run, folder or method that pretrained/ lacks: say which page.
+            print(f"{page.relative_to(ROOT)}: cannot render a results block: "
+                  f"{err or type(err).__name__}", file=sys.stderr)
+            return 2
         if new != text:
             stale.append(page)
             if not args.check:
