@@ -15,7 +15,9 @@ and the number of diverging tasks per step) beside the MAML paper's
 numbers (Finn, Abbeel & Levine 2017: Fig. 5 for RL, Sec. 5.1 for the sinusoid). It also
 draws ``pretrained/NAME/training.png``, the training curve.
 
-A sweep block, ``<!-- sweep: NAME GLOB -->`` ... ``<!-- /sweep -->``, tabulates several
+A number in a sentence or a table cell (the README's results table) sits between
+``<!-- ours: NAME FOLDER STEP [success] -->`` and ``<!-- /ours -->`` on one line. A sweep
+block, ``<!-- sweep: NAME GLOB -->`` ... ``<!-- /sweep -->``, tabulates several
 evaluations of one run (the folders ``pretrained/NAME/GLOB``, e.g. the step sizes tried on
 validation tasks) the same way.
 
@@ -40,6 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 BLOCK = re.compile(r"<!-- results: (\S+)(?: (\S+))? -->\n.*?<!-- /results -->", re.S)
 SWEEP = re.compile(r"<!-- sweep: (\S+) (\S+) -->\n.*?<!-- /sweep -->", re.S)
+#: One number inside a sentence or a table cell (the README's headline table):
+#: ``<!-- ours: NAME FOLDER STEP [success] -->...<!-- /ours -->`` on one line.
+CELL = re.compile(r"<!-- ours: (\S+) (\S+) (\d+)( success)? -->.*?<!-- /ours -->")
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 
 #: The MAML paper's numbers per config and method, by number of inner steps (Fig. 5 for RL,
 #: average return over 40 test tasks; Sec. 5.1 for the sinusoid, MSE with K = 5).
@@ -276,6 +282,24 @@ def render_sweep(name: str, pattern: str) -> str:
     return "\n".join(lines)
 
 
+def render_cell(name: str, folder: str, step: int, success: bool = False) -> str:
+    """One number of ``pretrained/NAME/FOLDER/results.json``: the run's algorithm's mean and 95%
+    CI after ``step`` steps, or with ``success`` its success rate in percent."""
+    run = ROOT / "pretrained" / name
+    config = load_config(run / "config.yaml")
+    found = [c for c in read_results(run / folder / "results.json")
+             if c.method == config.algorithm]
+    if not found or step not in found[0].steps:
+        raise ValueError(f"pretrained/{name}/{folder}/results.json has no {config.algorithm} "
+                         f"curve with {step} steps")
+    curve, i = found[0], found[0].steps.index(step)
+    if success:
+        if curve.success_mean is None:
+            raise ValueError(f"pretrained/{name}/{folder}/results.json has no success rate")
+        return f"{100 * curve.success_mean[i]:.{1 if curve.success_mean[i] > 0.99 else 0}f} %"
+    return _cell(curve.mean[i], curve.ci95[i], 3 if curve.metric == "mse" else 1)
+
+
 def plot_training(name: str) -> Path:
     """``pretrained/NAME/training.png``: pre- and post-adaptation return (or loss) per
     meta-iteration, with a 10-iteration running mean (:func:`maml_rl.plots.plot_runs`)."""
@@ -291,9 +315,15 @@ def _render_page(text: str) -> str:
                                 f"{' ' + m.group(2) if m.group(2) else ''} -->\n"
                                 f"{render_block(m.group(1), m.group(2))}\n<!-- /results -->"),
                      text)
-    return SWEEP.sub(lambda m: (f"<!-- sweep: {m.group(1)} {m.group(2)} -->\n"
+    text = SWEEP.sub(lambda m: (f"<!-- sweep: {m.group(1)} {m.group(2)} -->\n"
                                 f"{render_sweep(m.group(1), m.group(2))}\n<!-- /sweep -->"),
                      text)
+    def cell(m: re.Match) -> str:
+        name, folder, step, success = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+        return (f"<!-- ours: {name} {folder} {step}{success or ''} -->"
+                f"{render_cell(name, folder, step, bool(success))}<!-- /ours -->")
+
+    return CELL.sub(cell, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="exit 1 when a generated block is stale; write nothing")
     args = parser.parse_args(argv)
     stale = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in PAGES:
         text = page.read_text()
         try:
             new = _render_page(text)
