@@ -71,3 +71,39 @@ def test_load_run_adapt_act_on_a_fresh_run(tmp_path):
         run.close()
     with pytest.raises(ConfigError, match="not a run directory"):
         load_run(tmp_path)
+
+
+#: Shipped runs whose own evaluation (``eval/``, the run's evaluation settings) takes under
+#: about 30 s here; the others (Ant, Meta-World) are checked by their results pages' commands.
+QUICK_EVALUATIONS = ["navigation_2d", "navigation_2d_promp", "sinusoid", "sine_line",
+                     "sine_line_platipus", "bandit_k5", "tabular_mdp", "halfcheetah_vel",
+                     "halfcheetah_dir"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", QUICK_EVALUATIONS)
+def test_shipped_evaluation_reproduces(name, tmp_path):
+    """Evaluating a shipped checkpoint again gives its shipped eval/results.json: every mean
+    within a twentieth of its 95% CI (the README's 2D navigation number once stopped
+    reproducing after the episodes' seeding changed, by 0.4 of a CI; the later steps of a
+    chaotic MuJoCo family move in their last digits with the number of threads)."""
+    from maml_rl.cli import evaluate_main
+    from maml_rl.evaluation import read_results
+
+    run_dir = REPO / "pretrained" / name
+    config = load_config(run_dir / "config.yaml")
+    (shipped,) = [c for c in read_results(run_dir / "eval" / "results.json")
+                  if c.method == config.algorithm]
+    assert evaluate_main([str(run_dir), "--steps", str(shipped.steps[-1]),
+                          "--out", str(tmp_path)]) == 0
+    (again,) = [c for c in read_results(tmp_path / "results.json")
+                if c.method == config.algorithm]
+    assert again.steps == shipped.steps
+    for k, old, new, ci in zip(shipped.steps, shipped.mean, again.mean, shipped.ci95,
+                               strict=True):
+        if not np.isfinite(old):  # a mean that overflowed (diverging tasks) overflows again
+            assert not np.isfinite(new), f"{name}: finite {new} after {k} steps, shipped {old}"
+            continue
+        assert abs(new - old) <= 0.05 * ci, (
+            f"{name}: {new:.4f} after {k} steps, shipped {old:.4f} +- {ci:.4f}; "
+            f"re-evaluate with: maml-evaluate pretrained/{name}")
