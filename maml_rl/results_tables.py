@@ -176,8 +176,8 @@ def _change_row(label: str, curve: AdaptationCurve, steps: list[int], digits: in
     n = curve.per_task.shape[0]
     by_step = dict(zip(curve.steps, zip(curve.change, curve.change_ci95, curve.improved,
                                         strict=True), strict=True))
-    cells = [f"{_signed_cell(m, h, digits)} ({up}/{n})" if k in by_step and k else ""
-             for k in steps for m, h, up in [by_step.get(k, (0.0, 0.0, 0))]]
+    cells = [f"{_signed_cell(by_step[k][0], by_step[k][1], digits)} ({by_step[k][2]}/{n})"
+             if k in by_step and k else "" for k in steps]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
@@ -243,6 +243,15 @@ def render_block(name: str, folder: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _algorithm_curve(path: Path, algorithm: str) -> AdaptationCurve:
+    """The curve of the run's own algorithm in a ``results.json`` (which may also hold
+    baselines); ValueError when it has none."""
+    for curve in read_results(path):
+        if curve.method == algorithm:
+            return curve
+    raise ValueError(f"{path} has no curve of {algorithm}")
+
+
 def render_sweep(name: str, pattern: str) -> str:
     """The markdown of a sweep block: one row per folder of ``pretrained/NAME`` matching the
     glob ``pattern`` (e.g. ``eval/validation-lr*``, evaluations of one checkpoint with several
@@ -254,12 +263,8 @@ def render_sweep(name: str, pattern: str) -> str:
     folders = sorted(p.parent for p in run.glob(f"{pattern}/results.json"))
     if not folders:
         raise FileNotFoundError(f"no results.json under pretrained/{name}/{pattern}")
-    curves = {}
-    for folder in folders:
-        found = [c for c in read_results(folder / "results.json") if c.method == config.algorithm]
-        if not found:
-            raise ValueError(f"{folder / 'results.json'} has no curve of {config.algorithm}")
-        curves[folder] = found[0]
+    curves = {folder: _algorithm_curve(folder / "results.json", config.algorithm)
+              for folder in folders}
     steps = sorted({k for c in curves.values() for k in c.steps})
     digits = 3 if next(iter(curves.values())).metric == "mse" else 1
     lines = ["| folder | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in steps)
@@ -287,12 +292,10 @@ def render_cell(name: str, folder: str, step: int, success: bool = False) -> str
     CI after ``step`` steps, or with ``success`` its success rate in percent."""
     run = ROOT / "pretrained" / name
     config = load_config(run / "config.yaml")
-    found = [c for c in read_results(run / folder / "results.json")
-             if c.method == config.algorithm]
-    if not found or step not in found[0].steps:
-        raise ValueError(f"pretrained/{name}/{folder}/results.json has no {config.algorithm} "
-                         f"curve with {step} steps")
-    curve, i = found[0], found[0].steps.index(step)
+    curve = _algorithm_curve(run / folder / "results.json", config.algorithm)
+    if step not in curve.steps:
+        raise ValueError(f"pretrained/{name}/{folder}/results.json has no {step}-step value")
+    i = curve.steps.index(step)
     if success:
         if curve.success_mean is None:
             raise ValueError(f"pretrained/{name}/{folder}/results.json has no success rate")
