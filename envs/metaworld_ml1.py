@@ -106,12 +106,16 @@ class MetaWorldML1Env(gym.Env):
     ``Box(-1, 1, (4,))``: end-effector displacement and gripper.
 
     ## Rewards
-    Meta-World's shaped reward (``reward_function_version`` "v2", in [0, 10] per step);
-    ``info["success"]`` is 1.0 at a step where the task is solved.
+    Meta-World's shaped reward: by default its version "v2" (in [0, 10] per step), or with
+    ``reward_version="v1"`` that of Meta-World's first release, on which the paper's
+    experiments ran (Yu et al. 2019). They differ in how much of the hidden goal an episode
+    shows: push's "v1" pays, at every step the hand is at the object, 1000 per metre that the
+    object is nearer the goal than it started; "v2" a bounded tolerance of that distance.
+    ``info["success"]`` (the same under both) is 1.0 at a step where the task is solved.
 
     ## Arguments
     env_name ("reach-v3"), split ("train" or "test"), benchmark_seed (0: the seed of
-    ``metaworld.ML1``), render_mode.
+    ``metaworld.ML1``), reward_version ("v2" or "v1"), render_mode.
     """
 
     metadata: dict[str, Any] = {  # noqa: RUF012
@@ -119,15 +123,19 @@ class MetaWorldML1Env(gym.Env):
     }
 
     def __init__(self, env_name: str = f"reach-{ENV_VERSION}", split: str = "train",
-                 benchmark_seed: int = 0, render_mode: str | None = None) -> None:
+                 benchmark_seed: int = 0, reward_version: str = "v2",
+                 render_mode: str | None = None) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+        if reward_version not in ("v1", "v2"):
+            raise ValueError(f"reward_version: expected 'v1' or 'v2', got {reward_version!r}")
+        self.reward_version = reward_version
         self.env_name, self.split, self.benchmark_seed = env_name, split, int(benchmark_seed)
         self._tasks = benchmark_tasks(env_name, self.benchmark_seed)[split]
         metaworld = _metaworld()
         self._cls = metaworld.ALL_V3_ENVIRONMENTS[env_name]
         self._task_type = metaworld.Task
-        self._env = self._cls(render_mode=render_mode)
+        self._env = self._cls(render_mode=render_mode, reward_function_version=reward_version)
         # The same answer as Meta-World's own method, without its per-contact Python loop.
         self._env.touching_object = types.MethodType(contact_touching_object, self._env)
         self.render_mode = render_mode

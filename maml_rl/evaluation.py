@@ -387,26 +387,30 @@ def format_table(curves: Sequence[AdaptationCurve]) -> str:
     method the paired change from 0 steps with its CI (:attr:`AdaptationCurve.change`) and the
     number of tasks it improved; a flat method fills only the 0-step column."""
     steps = max((c.steps for c in curves), key=len)
-    head = f"{'method':<14}" + "".join(f"{f'{k} steps':>20}" for k in steps)
-    lines = [f"{curves[0].metric} on {curves[0].per_task.shape[0]} held-out tasks", head]
+    rows: list[tuple[str, list[str], str]] = []  # label, one cell per step, note
     for c in curves:
-        cells = "".join(f"{f'{_num(m)} ± {_num(h)}':>20}"
-                        for m, h in zip(c.mean, c.ci95, strict=True))
-        note = "   (not adapted)" if c.flat else ""
-        lines.append(f"{c.method:<14}{cells}{note}")
-        lines.append(f"{'  median':<14}" + "".join(f"{_num(m):>20}" for m in c.median))
-        lines.append(f"{'  diverged':<14}" + "".join(f"{d:>20d}" for d in c.diverged))
+        rows.append((c.method, [f"{_num(m)} ± {_num(h)}" for m, h in zip(c.mean, c.ci95,
+                                                                          strict=True)],
+                     "   (not adapted)" if c.flat else ""))
+        rows.append(("  median", [_num(m) for m in c.median], ""))
+        rows.append(("  diverged", [str(d) for d in c.diverged], ""))
         if c.success_mean is not None:
-            lines.append(f"{'  success':<14}" + "".join(f"{s:>20.3f}" for s in c.success_mean))
+            rows.append(("  success", [f"{s:.3f}" for s in c.success_mean], ""))
         if not c.flat and len(c.steps) > 1:
             # Paired with step 0, task by task: whether adaptation helps beyond the spread
             # between tasks that the means' CIs above include.
             n = c.per_task.shape[0]
-            lines.append(f"{'  vs 0 steps':<14}" + " " * 20 + "".join(
-                f"{f'{_signed(m)} ± {_num(h)}':>20}"
-                for m, h in zip(c.change[1:], c.change_ci95[1:], strict=True)))
-            lines.append(f"{'  improved':<14}" + " " * 20 + "".join(
-                f"{f'{k}/{n}':>20}" for k in c.improved[1:]))
+            rows.append(("  vs 0 steps", ["", *(f"{_signed(m)} ± {_num(h)}" for m, h in zip(
+                c.change[1:], c.change_ci95[1:], strict=True))], ""))
+            rows.append(("  improved", ["", *(f"{k}/{n}" for k in c.improved[1:])], ""))
+    # Columns as wide as the widest cell, so that large returns (Meta-World's "v1" reward
+    # reaches 1e4-1e5 per episode) never run into each other.
+    width = max([20, *(len(cell) + 2 for _, cells, _ in rows for cell in cells)])
+    label = max([14, *(len(c.method) + 1 for c in curves)])
+    lines = [f"{curves[0].metric} on {curves[0].per_task.shape[0]} held-out tasks",
+             f"{'method':<{label}}" + "".join(f"{f'{k} steps':>{width}}" for k in steps)]
+    lines += [f"{name:<{label}}" + "".join(f"{cell:>{width}}" for cell in cells) + note
+              for name, cells, note in rows]
     return "\n".join(lines)
 
 

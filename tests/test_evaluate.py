@@ -3,6 +3,7 @@ baselines through stable-baselines3 (cache, weight transfer), videos and traject
 the periodic evaluation during training."""
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -421,6 +422,19 @@ def test_curve_reports_the_change_from_zero_steps_paired_by_task(tmp_path):
     row = _change_row("ours: maml, change", curve, [0, 1, 2], 1)
     cell = f"+{curve.change[1]:.1f} ± {curve.change_ci95[1]:.1f} (20/20)"
     assert row.split(" | ")[1:3] == ["", cell]
+
+
+def test_table_columns_stay_apart_for_large_returns():
+    # Returns of 1e4-1e5 (Meta-World's "v1" reward) once ran "62837.360 ± 11378.820" into the
+    # next column's number: every cell keeps two spaces before the next, and rows align.
+    per_task = np.array([[62837.36, 56941.67], [51000.0, 70000.0], [12000.0, 9000.0]])
+    curve = AdaptationCurve("maml", "return", [0, 1], per_task)
+    table = format_table([curve]).splitlines()
+    cells = [re.split(r"\s{2,}", line.strip()) for line in table[1:]]
+    means = [f"{m:.3f} ± {h:.3f}" for m, h in zip(curve.mean, curve.ci95, strict=True)]
+    assert cells[1] == ["maml", *means]
+    assert cells[-2] == ["vs 0 steps", f"+{curve.change[1]:.3f} ± {curve.change_ci95[1]:.3f}"]
+    assert len({len(line) for line in table[1:5]}) == 1
 
 
 def test_evaluate_draws_the_fits_of_a_regression_family(tmp_path):

@@ -58,6 +58,33 @@ def test_train_and_test_tasks_are_the_benchmarks_and_any_environment_can_be_name
 
 
 @needs_metaworld
+def test_reward_version_changes_the_reward_only():
+    # Meta-World's scripted push policy (blind to the hidden goal, it still reaches and moves
+    # the object), one task, both rewards: the same states and successes; the Meta-World
+    # paper's "v1" reward differs from "v2", which stays in [0, 10].
+    import metaworld.policies
+
+    policy = metaworld.policies.SawyerPushV3Policy()
+    runs = {}
+    for version in ("v2", "v1"):
+        env = gym.make("maml/ML1-push-v0", reward_version=version).unwrapped
+        env.set_task(env.sample_tasks(1, np.random.default_rng(3))[0])
+        obs, _ = env.reset()
+        trace = []
+        for _ in range(150):
+            obs, reward, *_, info = env.step(policy.get_action(obs))
+            trace.append((obs, reward, info["success"]))
+        runs[version] = trace
+    np.testing.assert_array_equal([o for o, _, _ in runs["v1"]], [o for o, _, _ in runs["v2"]])
+    assert [s for *_, s in runs["v1"]] == [s for *_, s in runs["v2"]]
+    v1, v2 = ([r for _, r, _ in runs[v]] for v in ("v1", "v2"))
+    assert 0.0 <= min(v2) and max(v2) <= 10.0
+    assert min(v1) < 0.0  # "v1" charges the hand's distance to the object at every step
+    with pytest.raises(ValueError, match="reward_version: expected 'v1' or 'v2'"):
+        gym.make("maml/ML1-push-v0", reward_version="v3")
+
+
+@needs_metaworld
 @pytest.mark.parametrize("env_id, policy_name", [
     ("maml/ML1-push-v0", "SawyerPushV3Policy"),
     ("maml/ML1-pick-place-v0", "SawyerPickPlaceV3Policy"),
