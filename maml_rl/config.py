@@ -677,6 +677,19 @@ def _import_registrations(data: Any, config_dir: Path | None) -> None:
             raise ConfigError(str(err)) from None
 
 
+def flat_settings(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config's dict as ``{"section.key": value}`` (an env's ``kwargs`` stay one value), the
+    form in which overrides are written."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key != "kwargs":
+            out.update(flat_settings(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML that :func:`load_config` reads back unchanged."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

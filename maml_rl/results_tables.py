@@ -34,9 +34,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from maml_rl.config import Config, load_config
+from maml_rl.config import Config, flat_settings, load_config
 from maml_rl.evaluation import AdaptationCurve, read_results
 from maml_rl.logger import read_metrics
+from maml_rl.trainer import read_resumes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
@@ -96,25 +97,29 @@ _NEUTRAL = ("logging.progress", "logging.tensorboard", "logging.run_root",
 _METRIC_NAMES = {"mse": "MSE", "return": "Return", "accuracy": "Accuracy"}
 
 
-def _flat(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key != "kwargs":
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def training_command(name: str, config: Config) -> str:
-    """The command that trains ``pretrained/NAME`` from ``configs/NAME.yaml``."""
-    shipped = _flat(load_config(ROOT / "configs" / f"{name}.yaml").to_dict())
-    ours = _flat(config.to_dict())
-    overrides = [f"{k}={_yaml(v)}" for k, v in ours.items()
+    """The commands that trained ``pretrained/NAME`` from ``configs/NAME.yaml``, in backticks:
+    the first run, then each resume that changed a setting (``resumes.yaml``) with the
+    iteration it took over at."""
+    shipped = flat_settings(load_config(ROOT / "configs" / f"{name}.yaml").to_dict())
+    resumes = read_resumes(ROOT / "pretrained" / name)
+    first = flat_settings(config.to_dict())
+    for record in reversed(resumes):  # back to the settings the run started with
+        for key, value in record["was"].items():
+            if value is None:
+                first.pop(key, None)
+            else:
+                first[key] = value
+    overrides = [f"{k}={_yaml(v)}" for k, v in first.items()
                  if shipped.get(k) != v and k not in _NEUTRAL]
-    return " ".join(["maml-train", f"configs/{name}.yaml", *overrides,
-                     "--run-dir", f"pretrained/{name}"])
+    text = "`" + " ".join(["maml-train", f"configs/{name}.yaml", *overrides,
+                           "--run-dir", f"pretrained/{name}"]) + "`"
+    for record in resumes:
+        changed = [f"{k}={_yaml(v)}" for k, v in record["changed"].items() if k not in _NEUTRAL]
+        if changed:
+            text += (f", then from iteration {record['iteration']} `maml-train --resume "
+                     f"pretrained/{name} {' '.join(changed)}`")
+    return text
 
 
 #: Evaluation keys that never change a curve, or that the command gives as flags.
@@ -194,7 +199,7 @@ def render_block(name: str, folder: str | None = None) -> str:
     command = evaluation_command(name, config, curves, folder)
     evaluated = f"Evaluated with `{command}`. " if command else ""
     lines = [
-        f"Trained with `{training_command(name, config)}`: {len(rows)} meta-iterations, "
+        f"Trained with {training_command(name, config)}: {len(rows)} meta-iterations, "
         f"{seconds / 60:.0f} min of meta-training (the sum of `time/iteration_s` in "
         f"[`metrics.csv`](../../pretrained/{name}/metrics.csv)). "
         f"{evaluated}"

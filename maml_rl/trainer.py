@@ -9,6 +9,7 @@ atomically), and ``eval/`` (the adaptation curve on held-out tasks at the end).
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import signal
 import time
@@ -18,9 +19,17 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import yaml
 
 from maml_rl.checkpoint import CHECKPOINT_NAME, restore, save_checkpoint
-from maml_rl.config import Config, ConfigError, save_config
+from maml_rl.config import (
+    Config,
+    ConfigError,
+    flat_settings,
+    load_config,
+    read_yaml_file,
+    save_config,
+)
 from maml_rl.distributed import SINGLE_PROCESS, ProcessGroup, launched_by_torchrun
 from maml_rl.evaluation import (
     AdaptationCurve,
@@ -100,8 +109,45 @@ class _StopFlag:
             signal.signal(sig, previous)
 
 
+#: Each resume that changed a setting (``maml-train --resume RUN key=value``), in order: the
+#: iteration from which the new values apply, and the changed keys' new and old values. The
+#: run's ``config.yaml`` holds the latest settings only; this keeps how it got there.
+RESUMES_NAME = "resumes.yaml"
+
 #: Files and folders a run writes; their presence makes a directory a run directory.
-RUN_FILES = ("config.yaml", CHECKPOINT_NAME, "metrics.csv", "tensorboard", "eval", "baselines")
+RUN_FILES = ("config.yaml", CHECKPOINT_NAME, "metrics.csv", "tensorboard", "eval", "baselines",
+             RESUMES_NAME)
+
+
+def read_resumes(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The run's :data:`RESUMES_NAME` records, oldest first (none for a run never resumed with
+    other settings)."""
+    path = Path(run_dir) / RESUMES_NAME
+    if not path.is_file():
+        return []
+    records = read_yaml_file(path, f"'{path}'")
+    if not isinstance(records, list) or not all(
+            isinstance(r, dict) and {"iteration", "changed", "was"} <= r.keys() for r in records):
+        raise ConfigError(f"'{path}': expected a list of {{iteration, changed, was}} records")
+    return records
+
+
+def record_resume(run_dir: Path, previous: dict[str, Any], config: Config,
+                  iteration: int) -> dict[str, Any] | None:
+    """Append to :data:`RESUMES_NAME` the settings in which ``config`` differs from the run's
+    ``previous`` config (a dict as saved), applying from ``iteration``; nothing when none
+    differ. Written whole to a temporary file and renamed, so the old record survives a
+    failure."""
+    old, new = flat_settings(previous), flat_settings(config.to_dict())
+    changed = {k: new.get(k) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    if not changed:
+        return None
+    entry = {"iteration": iteration, "changed": changed, "was": {k: old.get(k) for k in changed}}
+    path = run_dir / RESUMES_NAME
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump([*read_resumes(run_dir), entry], sort_keys=False))
+    os.replace(tmp, path)
+    return entry
 
 
 def check_run_dir(run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
@@ -168,6 +214,9 @@ class Trainer:
             self._restore()
         self.logger = None
         if group.is_main:
+            if resume:
+                previous = load_config(self.run_dir / "config.yaml").to_dict()
+                record_resume(self.run_dir, previous, config, self.iteration)
             save_config(config, self.run_dir / "config.yaml")
             self.logger = MetricsLogger(self.run_dir, config.logging.tensorboard,
                                         resume_from=self.iteration if resume else None)

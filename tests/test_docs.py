@@ -116,6 +116,30 @@ def test_sweep_blocks_tabulate_every_folder_with_the_paired_change() -> None:
                 curve.mean[k] - curve.mean[0], abs=0.051)
 
 
+def test_the_training_command_names_each_resume_that_changed_a_setting(tmp_path, monkeypatch):
+    # A run begun with the config's MAML and continued with ANIL from iteration 2: the first
+    # command has the settings it began with, the second the changes (a new config default
+    # must not leak into the first).
+    import yaml
+
+    from maml_rl import results_tables
+    from maml_rl.config import load_config, save_config
+    from maml_rl.trainer import RESUMES_NAME
+
+    (tmp_path / "configs").mkdir()
+    shipped = load_config("configs/sinusoid.yaml", ["algorithm=anil"])
+    save_config(shipped, tmp_path / "configs" / "sine.yaml")
+    run = tmp_path / "pretrained" / "sine"
+    run.mkdir(parents=True)
+    (run / RESUMES_NAME).write_text(yaml.safe_dump([
+        {"iteration": 2, "changed": {"algorithm": "anil", "logging.progress": False},
+         "was": {"algorithm": "maml", "logging.progress": True}}]))
+    monkeypatch.setattr(results_tables, "ROOT", tmp_path)
+    assert results_tables.training_command("sine", shipped) == (
+        "`maml-train configs/sine.yaml algorithm=maml --run-dir pretrained/sine`, then from "
+        "iteration 2 `maml-train --resume pretrained/sine algorithm=anil`")
+
+
 def test_readme_results_come_from_the_shipped_runs() -> None:
     """Every number of ours in the README's results table is generated from pretrained/ (the
     --check above fails when one is stale), except Omniglot's, whose runs are not shipped."""

@@ -13,7 +13,7 @@ from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import ConfigError, load_config
 from maml_rl.logger import read_metrics
 from maml_rl.meta_updates.base import NonFiniteError
-from maml_rl.trainer import Trainer
+from maml_rl.trainer import RESUMES_NAME, Trainer, read_resumes
 
 TINY = [
     "sampling.meta_batch_size=4", "sampling.support_size=5", "sampling.query_size=5",
@@ -105,6 +105,30 @@ def test_resume_applies_a_new_meta_learning_rate_and_keeps_adams_moments(tmp_pat
     moments = [optimizer.state[p]["exp_avg"] for p in optimizer.param_groups[0]["params"]]
     for moment, old in zip(moments, saved["state"].values(), strict=True):
         torch.testing.assert_close(moment, old["exp_avg"])
+
+
+def test_a_resume_that_changes_settings_is_recorded(tmp_path):
+    # config.yaml holds the latest settings; resumes.yaml says from which iteration each
+    # change applies and what it replaced. A resume that changes nothing records nothing.
+    Trainer(_config("training.iterations=2", "evaluation.at_end=false"), tmp_path).train()
+    Trainer(_config("training.iterations=2", "evaluation.at_end=false"), tmp_path,
+            resume=True).train()
+    assert not (tmp_path / RESUMES_NAME).exists() and read_resumes(tmp_path) == []
+    Trainer(_config("training.iterations=3", "evaluation.at_end=false", "algorithm=anil"),
+            tmp_path, resume=True).train()
+    Trainer(_config("training.iterations=4", "evaluation.at_end=false", "algorithm=anil",
+                    "inner.lr=0.02"), tmp_path, resume=True).train()
+    first, second = read_resumes(tmp_path)
+    assert first == {"iteration": 2,
+                     "changed": {"algorithm": "anil", "training.iterations": 3},
+                     "was": {"algorithm": "maml", "training.iterations": 2}}
+    assert second["iteration"] == 3 and second["changed"] == {"inner.lr": 0.02,
+                                                              "training.iterations": 4}
+    assert second["was"]["inner.lr"] == load_config("configs/sinusoid.yaml").inner.lr
+    assert load_config(tmp_path / "config.yaml").algorithm == "anil"
+    (tmp_path / RESUMES_NAME).write_text("iteration: 3\n")
+    with pytest.raises(ConfigError, match="expected a list of"):
+        read_resumes(tmp_path)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
