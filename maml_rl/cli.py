@@ -164,6 +164,10 @@ def train_main(argv: list[str] | None = None) -> int:
         return _finish(group, _interrupted("before training started"))
     # stdout: stderr is kept for problems, so that a fault reads as one line there.
     say(f"run directory: {args.run_dir}")
+    total = args.config.training.iterations
+    if args.resume and trainer.iteration >= total:
+        say(f"the run has {trainer.iteration} of training.iterations={total}: nothing to train "
+            f"(continue with training.iterations=N, N > {trainer.iteration})")
     try:
         result = trainer.train()
     except (CheckpointWriteError, EnvOutputError, NonFiniteError) as err:

@@ -131,6 +131,19 @@ def test_a_resume_that_changes_settings_is_recorded(tmp_path):
         read_resumes(tmp_path)
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    from maml_rl.cli import train_main
+
+    argv = ["configs/sinusoid.yaml", *TINY, "training.iterations=2", "evaluation.at_end=false"]
+    assert train_main([*argv, "--run-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    before = (tmp_path / "metrics.csv").read_bytes()
+    assert train_main(["--resume", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "has 2 of training.iterations=2: nothing to train" in out
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(_config("training.iterations=20"), tmp_path)
     real = trainer.learner.meta_iteration
