@@ -105,11 +105,7 @@ def training_command(name: str, config: Config) -> str:
     resumes = read_resumes(ROOT / "pretrained" / name)
     first = flat_settings(config.to_dict())
     for record in reversed(resumes):  # back to the settings the run started with
-        for key, value in record["was"].items():
-            if value is None:
-                first.pop(key, None)
-            else:
-                first[key] = value
+        first.update(record["was"])
     overrides = [f"{k}={_yaml(v)}" for k, v in first.items()
                  if shipped.get(k) != v and k not in _NEUTRAL]
     text = "`" + " ".join(["maml-train", f"configs/{name}.yaml", *overrides,
